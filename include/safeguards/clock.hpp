@@ -1,0 +1,80 @@
+// safeguards: the Clock concept and ManualClock, the clock tests drive by hand.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <concepts>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+
+namespace safeguards {
+inline namespace v1 {
+
+/// Anything that tells the time through an object: every `std::chrono` clock (their static
+/// `now()` is callable on an instance) and `ManualClock`. Budgets store the clock by value, so
+/// a clock with state must share it between copies, as `ManualClock` does.
+///
+/// Which one to use:
+/// - `std::chrono::steady_clock` (default for deadlines): never jumps, so deadlines hold.
+/// - `std::chrono::system_clock` (default for audit timestamps): wall time people can read.
+/// - `ManualClock`: tests and simulations; time moves only when you say so.
+template <class C>
+concept Clock = std::copy_constructible<C> && requires(const C& c) {
+  typename C::duration;
+  typename C::time_point;
+  { c.now() } -> std::same_as<typename C::time_point>;
+};
+
+/// A steady clock that moves only when `advance` or `set` is called. Copies share one time, so a
+/// test keeps a copy and moves every budget that was given one.
+///
+/// **Example**
+/// ```
+/// ManualClock clock;
+/// BasicBudget<Decimal, ManualClock> run{std::chrono::seconds(30), {}, {}, clock};
+/// clock.advance(std::chrono::seconds(31));
+/// assert(run.is_expired());
+/// ```
+class ManualClock {
+public:
+  using rep = std::int64_t;
+  using period = std::nano;
+  using duration = std::chrono::nanoseconds;
+  using time_point = std::chrono::time_point<ManualClock, duration>;
+  static constexpr bool is_steady = true;
+
+  ManualClock() : now_(std::make_shared<std::atomic<rep>>(0)) {}
+  explicit ManualClock(time_point start)
+      : now_(std::make_shared<std::atomic<rep>>(start.time_since_epoch().count())) {}
+
+  time_point now() const noexcept { return time_point(duration(now_->load())); }
+
+  /// Moves time forward; a negative step would break steadiness and throws.
+  void advance(duration step) {
+    if (step < duration::zero())
+      throw std::invalid_argument("safeguards::ManualClock: cannot go back in time");
+    now_->fetch_add(step.count());
+  }
+
+  /// Jumps to `t`, which must not be earlier than now.
+  void set(time_point t) {
+    rep target = t.time_since_epoch().count();
+    rep current = now_->load();
+    do {
+      if (target < current)
+        throw std::invalid_argument("safeguards::ManualClock: cannot go back in time");
+    } while (!now_->compare_exchange_weak(current, target));
+  }
+
+private:
+  std::shared_ptr<std::atomic<rep>> now_;
+};
+
+static_assert(Clock<ManualClock>);
+static_assert(Clock<std::chrono::steady_clock>);
+static_assert(Clock<std::chrono::system_clock>);
+
+} // namespace v1
+} // namespace safeguards
