@@ -2,8 +2,16 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <safeguards/allocation.hpp>
 #include <safeguards/amount.hpp>
+#include <safeguards/audit.hpp>
 #include <safeguards/clock.hpp>
 #include <safeguards/consumption.hpp>
+#include <safeguards/coordinator.hpp>
 #include <safeguards/decimal.hpp>
 #include <safeguards/errors.hpp>
+#include <safeguards/ids.hpp>
+#include <safeguards/ledger.hpp>
+#include <safeguards/monitor.hpp>
+#include <safeguards/subscription.hpp>
+#include <safeguards/violation.hpp>

@@ -1,0 +1,1421 @@
+// safeguards: BudgetCoordinator, priority-ranked pools and agents on a lock-free ledger.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <algorithm>
+#include <any>
+#include <atomic>
+#include <cassert>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <fmt/format.h>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <safeguards/allocation.hpp>
+#include <safeguards/amount.hpp>
+#include <safeguards/audit.hpp>
+#include <safeguards/clock.hpp>
+#include <safeguards/consumption.hpp>
+#include <safeguards/detail/slot_table.hpp>
+#include <safeguards/errors.hpp>
+#include <safeguards/ids.hpp>
+#include <safeguards/ledger.hpp>
+#include <safeguards/monitor.hpp>
+#include <safeguards/subscription.hpp>
+#include <safeguards/violation.hpp>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace safeguards {
+inline namespace v1 {
+
+/// Free-form string metadata of an agent or pool.
+using Metadata = std::map<std::string, std::string>;
+
+/// Lowest and highest priority; 10 is the most important.
+inline constexpr int min_priority = 1;
+inline constexpr int max_priority = 10;
+
+/// What `create_pool` needs. Field order is fixed: designated initializers depend on it.
+template <BudgetAmount Amount = Decimal>
+struct BasicPoolSpec {
+  std::string name;
+  Amount initial_budget{};
+  int priority = 5;
+  Metadata metadata{};
+};
+
+/// What `create_agent` needs. Without `pool` the agent gets an implicit pool of its own holding
+/// exactly its initial budget. Field order is fixed: designated initializers depend on it.
+template <BudgetAmount Amount = Decimal>
+struct BasicAgentSpec {
+  std::string name;
+  Amount initial_budget{};
+  int priority = 5;
+  std::optional<PoolId> pool{};
+  Metadata metadata{};
+};
+
+using PoolSpec = BasicPoolSpec<Decimal>;
+using AgentSpec = BasicAgentSpec<Decimal>;
+
+/// An agent's numbers. `initial_budget` is everything the agent has been given (creation plus
+/// updates and grants), so `initial == used + reserved + remaining` at quiescent points.
+template <BudgetAmount Amount = Decimal>
+struct BasicAgentMetrics {
+  AgentId id;
+  std::string name;
+  PoolId pool;
+  int priority = 0;
+  Amount initial_budget{};
+  Amount used_budget{};
+  Amount reserved_budget{};
+  Amount remaining_budget{};
+  /// Usage that commits reported beyond what the account could pay (never charged).
+  Amount overspent_budget{};
+  std::uint64_t consumption_count = 0;
+  /// Used budget per second since the agent was created (for display; not exact).
+  double consumption_rate = 0;
+};
+
+/// A pool's numbers. `remaining = unallocated + Σ agent remaining`, so a pool is charged as its
+/// agents spend, and `initial == unallocated + allocated` at quiescent points.
+template <BudgetAmount Amount = Decimal>
+struct BasicPoolMetrics {
+  PoolId id;
+  std::string name;
+  int priority = 0;
+  /// True for the pool an agent created without `.pool` got for itself.
+  bool implicit = false;
+  Amount initial_budget{};
+  Amount unallocated_budget{};
+  Amount allocated_budget{};
+  Amount used_budget{};
+  Amount reserved_budget{};
+  Amount remaining_budget{};
+  std::size_t agent_count = 0;
+  /// Used budget per second since the pool was created (for display; not exact).
+  double consumption_rate = 0;
+};
+
+using AgentMetrics = BasicAgentMetrics<Decimal>;
+using PoolMetrics = BasicPoolMetrics<Decimal>;
+
+/// Why a consume, reserve or commit did or did not happen.
+enum class ConsumeStatus : std::uint8_t {
+  ok,
+  insufficient,      ///< the agent's remaining budget cannot cover the amount
+  denied_by_monitor, ///< a monitor vetoed it (or threw, which counts as a veto)
+  unknown_agent,     ///< no such agent, or it was removed
+  invalid_amount,    ///< zero, negative or not a number
+  reentrant_call,    ///< a monitor of this agent tried to spend from the same agent
+  not_active         ///< the reservation was already settled, released or never granted
+};
+
+constexpr std::string_view to_string(ConsumeStatus s) noexcept {
+  switch (s) {
+  case ConsumeStatus::ok:
+    return "ok";
+  case ConsumeStatus::insufficient:
+    return "insufficient";
+  case ConsumeStatus::denied_by_monitor:
+    return "denied by monitor";
+  case ConsumeStatus::unknown_agent:
+    return "unknown agent";
+  case ConsumeStatus::invalid_amount:
+    return "invalid amount";
+  case ConsumeStatus::reentrant_call:
+    return "reentrant call";
+  case ConsumeStatus::not_active:
+    return "not active";
+  }
+  return "unknown";
+}
+
+/// The hot path's answer: a status, never an exception.
+class ConsumeResult {
+public:
+  constexpr ConsumeResult(ConsumeStatus status = ConsumeStatus::ok) noexcept : status_(status) {}
+  constexpr bool ok() const noexcept { return status_ == ConsumeStatus::ok; }
+  constexpr explicit operator bool() const noexcept { return ok(); }
+  constexpr ConsumeStatus status() const noexcept { return status_; }
+  friend constexpr bool operator==(ConsumeResult, ConsumeResult) noexcept = default;
+
+private:
+  ConsumeStatus status_;
+};
+
+/// What `Reservation::commit` did.
+template <BudgetAmount Amount = Decimal>
+struct BasicCommitResult {
+  ConsumeStatus status = ConsumeStatus::ok;
+  Amount charged{};   ///< moved to used by this call
+  Amount refunded{};  ///< returned from the reservation to the agent (or its pool)
+  Amount overspent{}; ///< actual usage nobody could pay; reported as an `Overspend` violation
+  bool ok() const noexcept { return status == ConsumeStatus::ok; }
+};
+
+/// Tag for `add_monitor(all_agents, ...)`: every agent, present and future.
+struct AllAgents {};
+inline constexpr AllAgents all_agents{};
+
+/// Tuning that does not change semantics.
+struct CoordinatorOptions {
+  /// Usage events kept per agent for `usage_history`. Zero turns history off, and with it the
+  /// clock read and short per-agent lock it costs each consume.
+  std::size_t history_capacity = 0;
+  /// The unit `usage_history` reports amounts in.
+  std::string unit = std::string(units::usd);
+};
+
+template <class Coordinator>
+class BasicReservation;
+
+/// The object an agent runtime creates once: pools of money ranked by priority, agents drawing
+/// from them from many threads at once, monitors, violations and an audit trail.
+///
+/// Money is conserved: an agent's budget is drawn from its pool's unallocated budget and goes
+/// back there when reduced or removed, and at every quiescent point
+/// `pool.initial == pool.unallocated + Σ agent.allocated` and
+/// `agent.allocated == agent.remaining + agent.used + agent.reserved`. No balance goes negative.
+///
+/// `try_consume` is the hot path: with no monitor and no history it is one compare-and-swap
+/// loop that refuses to cross zero plus two relaxed counters, with no lock, allocation,
+/// exception or clock read. Management calls take a writer lock and throw `Error` subclasses.
+///
+/// **Example**
+/// ```
+/// BudgetCoordinator coord;
+/// PoolId p = coord.create_pool({.name = "critical_services", .initial_budget = 1000_d,
+///                               .priority = 9});
+/// AgentId a = coord.create_agent({.name = "critical_agent", .initial_budget = 200_d,
+///                                 .priority = 8, .pool = p});
+/// if (coord.try_consume(a, 10_d)) { /* call the model */ }
+/// ```
+template <BudgetAmount Amount = Decimal, class AllocationPolicy = FixedAllocation,
+          Clock C = std::chrono::system_clock, Ledger L = InMemoryLedger<Amount>>
+requires std::same_as<typename L::amount_type, Amount>
+class BasicBudgetCoordinator {
+  struct AgentState;
+  struct PoolState;
+
+public:
+  using amount_type = Amount;
+  using clock_type = C;
+  using time_point = typename C::time_point;
+  using ledger_type = L;
+  using allocation_policy = AllocationPolicy;
+  using PoolSpec = BasicPoolSpec<Amount>;
+  using AgentSpec = BasicAgentSpec<Amount>;
+  using AgentMetrics = BasicAgentMetrics<Amount>;
+  using PoolMetrics = BasicPoolMetrics<Amount>;
+  using UsageEvent = BasicUsageEvent<Amount, time_point>;
+  using Violation = BasicViolation<time_point>;
+  using ViolationReporter = BasicViolationReporter<time_point>;
+  using BudgetChange = BasicBudgetChange<Amount, time_point>;
+  using ConsumptionEvent = BasicConsumptionEvent<Amount, C>;
+  using CommitResult = BasicCommitResult<Amount>;
+  using Reservation = BasicReservation<BasicBudgetCoordinator>;
+
+  explicit BasicBudgetCoordinator(CoordinatorOptions options = {}, AllocationPolicy policy = {},
+                                  C clock = C{})
+      : options_(std::move(options)), policy_(std::move(policy)), clock_(std::move(clock)),
+        alive_(std::make_shared<int>(0)),
+        deliver_([this](Violation&& v) { publish_violation(std::move(v)); }) {}
+
+  BasicBudgetCoordinator(const BasicBudgetCoordinator&) = delete;
+  BasicBudgetCoordinator& operator=(const BasicBudgetCoordinator&) = delete;
+
+  ~BasicBudgetCoordinator() {
+    // A live Reservation would point into this coordinator after it is gone.
+    assert(live_reservations_.load() == 0 && "a Reservation outlived its BudgetCoordinator");
+  }
+
+  const CoordinatorOptions& options() const noexcept { return options_; }
+  const AllocationPolicy& policy() const noexcept { return policy_; }
+  const C& clock() const noexcept { return clock_; }
+
+  // ---- pools and agents --------------------------------------------------------------------
+
+  /// Creates a pool. Throws `InvalidArgument` (empty name, negative budget), `InvalidPriority`
+  /// or `DuplicateName`.
+  PoolId create_pool(PoolSpec spec) {
+    validate_name(spec.name, "pool");
+    validate_priority(spec.priority, spec.name);
+    validate_non_negative(spec.initial_budget, "initial_budget of pool \"" + spec.name + "\"");
+    std::unique_lock lock(mutex_);
+    if (pool_names_.contains(spec.name))
+      throw DuplicateName(fmt::format("safeguards: a pool named \"{}\" already exists", spec.name));
+    return add_pool_locked(std::move(spec), false);
+  }
+
+  /// Creates an agent whose initial budget is drawn from its pool (or from a new implicit pool
+  /// when `.pool` is empty). Nothing is created when anything is wrong: unknown pool
+  /// (`UnknownPool`), pool cannot cover the budget (`PoolExhausted`), bad name, priority or
+  /// budget.
+  AgentId create_agent(AgentSpec spec) {
+    validate_name(spec.name, "agent");
+    validate_priority(spec.priority, spec.name);
+    validate_non_negative(spec.initial_budget, "initial_budget of agent \"" + spec.name + "\"");
+    std::vector<BudgetChange> changes;
+    AgentId id;
+    {
+      std::unique_lock lock(mutex_);
+      if (agent_names_.contains(spec.name))
+        throw DuplicateName(
+            fmt::format("safeguards: an agent named \"{}\" already exists", spec.name));
+      PoolState* pool = nullptr;
+      if (spec.pool) {
+        pool = find_pool_locked(*spec.pool);
+        if (pool->unallocated < spec.initial_budget)
+          throw PoolExhausted(fmt::format(
+              "safeguards: pool \"{}\" ({}) has {} unallocated, cannot give {} to agent \"{}\"",
+              pool->name, pool->id, amount_to_string(pool->unallocated),
+              amount_to_string(spec.initial_budget), spec.name));
+      } else {
+        std::string pool_name = "agent:" + spec.name;
+        if (pool_names_.contains(pool_name))
+          throw DuplicateName(
+              fmt::format("safeguards: the implicit pool name \"{}\" is already taken", pool_name));
+      }
+      // Everything that can fail is done before the first change is published.
+      auto history = std::vector<HistoryRecord>(options_.history_capacity);
+      auto monitors = std::make_shared<MonitorList>();
+      for (const auto& [reg_id, reg] : registrations_)
+        if (reg.scope == Scope::all ||
+            (pool && reg.scope == Scope::pool && reg.target == pool->id.value()))
+          monitors->push_back(reg.entry);
+      if (!pool)
+        pool = &pools_.at(
+            add_pool_locked({"agent:" + spec.name, spec.initial_budget, spec.priority, {}}, true)
+                .value());
+      id = AgentId(agents_.size() + 1);
+      auto& a = agents_.emplace_back();
+      a.id = id;
+      a.pool = pool->id;
+      a.name = spec.name;
+      a.priority = spec.priority;
+      a.metadata = std::move(spec.metadata);
+      a.created = clock_.now();
+      a.allocated = spec.initial_budget;
+      a.history = std::move(history);
+      a.monitor_count.store(static_cast<std::uint32_t>(monitors->size()));
+      a.monitors.store(std::move(monitors));
+      try {
+        a.account = ledger_.open(spec.initial_budget);
+        table_.publish(id.value(), &a);
+      } catch (...) {
+        agents_.pop_back();
+        throw;
+      }
+      pool->unallocated = traits::sub(pool->unallocated, spec.initial_budget);
+      pool->agents.push_back(id);
+      agent_names_.emplace(a.name, id);
+      changes.push_back({id, a.priority, zero(), spec.initial_budget, spec.initial_budget,
+                         "agent created", a.created});
+    }
+    publish_changes(changes);
+    return id;
+  }
+
+  /// Removes an agent: its remaining budget returns to its pool at once, and what its open
+  /// reservations give back returns there when they settle. Its id is never reused; its usage
+  /// stays in the pool's metrics.
+  void remove_agent(AgentId agent, std::string reason = "agent removed") {
+    std::vector<BudgetChange> changes;
+    {
+      std::unique_lock lock(mutex_);
+      auto& a = live_agent_locked(agent);
+      auto swept = ledger_.close(a.account).value_or(zero());
+      auto& pool = pools_.at(a.pool.value());
+      a.allocated = traits::sub(a.allocated, swept);
+      pool.unallocated = traits::add(pool.unallocated, swept);
+      a.removed = true;
+      agent_names_.erase(a.name);
+      changes.push_back({agent, a.priority, swept, zero(), traits::sub(zero(), swept),
+                         std::move(reason), clock_.now()});
+    }
+    publish_changes(changes);
+  }
+
+  /// The agent of that name, if there is one.
+  std::optional<AgentId> find_agent(std::string_view name) const {
+    std::shared_lock lock(mutex_);
+    auto it = agent_names_.find(std::string(name));
+    return it == agent_names_.end() ? std::nullopt : std::optional(it->second);
+  }
+
+  /// The pool of that name, if there is one.
+  std::optional<PoolId> find_pool(std::string_view name) const {
+    std::shared_lock lock(mutex_);
+    auto it = pool_names_.find(std::string(name));
+    return it == pool_names_.end() ? std::nullopt : std::optional(it->second);
+  }
+
+  /// Live agents, oldest first.
+  std::vector<AgentId> agents() const {
+    std::shared_lock lock(mutex_);
+    std::vector<AgentId> out;
+    for (const auto& a : agents_)
+      if (!a.removed)
+        out.push_back(a.id);
+    return out;
+  }
+
+  /// Live agents of one pool, oldest first.
+  std::vector<AgentId> pool_agents(PoolId pool) const {
+    std::shared_lock lock(mutex_);
+    std::vector<AgentId> out;
+    for (AgentId id : find_pool_locked(pool)->agents)
+      if (!agents_[id.value() - 1].removed)
+        out.push_back(id);
+    return out;
+  }
+
+  /// Every pool, highest priority first (ties: oldest first).
+  std::vector<PoolId> pools() const {
+    std::shared_lock lock(mutex_);
+    std::vector<const PoolState*> sorted;
+    for (const auto& [id, p] : pools_)
+      sorted.push_back(&p);
+    std::stable_sort(sorted.begin(), sorted.end(), [](const PoolState* x, const PoolState* y) {
+      return x->priority > y->priority;
+    });
+    std::vector<PoolId> out;
+    for (const auto* p : sorted)
+      out.push_back(p->id);
+    return out;
+  }
+
+  /// The pool an agent draws from.
+  PoolId agent_pool(AgentId agent) const {
+    std::shared_lock lock(mutex_);
+    return known_agent_locked(agent).pool;
+  }
+
+  std::string agent_name(AgentId agent) const {
+    std::shared_lock lock(mutex_);
+    return known_agent_locked(agent).name;
+  }
+
+  int agent_priority(AgentId agent) const {
+    std::shared_lock lock(mutex_);
+    return live_agent_locked(agent).priority;
+  }
+
+  void set_priority(AgentId agent, int priority) {
+    std::unique_lock lock(mutex_);
+    auto& a = live_agent_locked(agent);
+    validate_priority(priority, a.name);
+    a.priority = priority;
+  }
+
+  int pool_priority(PoolId pool) const {
+    std::shared_lock lock(mutex_);
+    return find_pool_locked(pool)->priority;
+  }
+
+  void set_pool_priority(PoolId pool, int priority) {
+    std::unique_lock lock(mutex_);
+    auto* p = find_pool_locked(pool);
+    validate_priority(priority, p->name);
+    p->priority = priority;
+  }
+
+  // ---- metadata ----------------------------------------------------------------------------
+
+  Metadata agent_metadata(AgentId agent) const {
+    std::shared_lock lock(mutex_);
+    return live_agent_locked(agent).metadata;
+  }
+  void set_agent_metadata(AgentId agent, std::string key, std::string value) {
+    std::unique_lock lock(mutex_);
+    live_agent_locked(agent).metadata.insert_or_assign(std::move(key), std::move(value));
+  }
+  /// The guide's `store_agent_metadata`: merges `entries` into the agent's metadata.
+  void store_agent_metadata(AgentId agent, const Metadata& entries) {
+    std::unique_lock lock(mutex_);
+    auto& md = live_agent_locked(agent).metadata;
+    for (const auto& [k, v] : entries)
+      md.insert_or_assign(k, v);
+  }
+  Metadata pool_metadata(PoolId pool) const {
+    std::shared_lock lock(mutex_);
+    return find_pool_locked(pool)->metadata;
+  }
+  void set_pool_metadata(PoolId pool, std::string key, std::string value) {
+    std::unique_lock lock(mutex_);
+    find_pool_locked(pool)->metadata.insert_or_assign(std::move(key), std::move(value));
+  }
+
+  /// A typed slot for anything the runtime wants to keep with an agent (a service-level
+  /// function, a client handle, ...). Read it back with `agent_data<T>`.
+  void set_agent_data(AgentId agent, std::any data) {
+    std::unique_lock lock(mutex_);
+    live_agent_locked(agent).user_data = std::move(data);
+  }
+  /// The agent's typed slot if it holds a `T`, else nothing.
+  template <class T>
+  std::optional<T> agent_data(AgentId agent) const {
+    std::shared_lock lock(mutex_);
+    const auto& slot = live_agent_locked(agent).user_data;
+    if (const T* value = std::any_cast<T>(&slot))
+      return *value;
+    return std::nullopt;
+  }
+
+  // ---- budgets -----------------------------------------------------------------------------
+
+  /// The agent's remaining budget. Lock-free.
+  Amount get_budget(AgentId agent) const {
+    const AgentState* a = table_.find(agent.value());
+    if (!a || !ledger_.is_open(a->account))
+      throw_unknown_agent(agent);
+    return ledger_.balance(a->account).remaining;
+  }
+
+  /// Sets the agent's remaining budget to `new_budget`. An increase is drawn from the pool's
+  /// unallocated budget (`PoolExhausted` when it cannot cover it; nothing changes), a decrease
+  /// goes back to it. Audited with `reason`.
+  void update_budget(AgentId agent, const Amount& new_budget, std::string reason) {
+    validate_non_negative(new_budget, "new budget");
+    std::vector<BudgetChange> changes;
+    {
+      std::unique_lock lock(mutex_);
+      auto& a = live_agent_locked(agent);
+      auto& pool = pools_.at(a.pool.value());
+      Amount old = ledger_.balance(a.account).remaining;
+      for (;;) { // consumers may move `old` under us; the CAS settles on one exact value
+        Amount delta = traits::sub(new_budget, old);
+        if (pool.unallocated < delta)
+          throw PoolExhausted(fmt::format(
+              "safeguards: pool \"{}\" has {} unallocated, cannot raise {} by {}", pool.name,
+              amount_to_string(pool.unallocated), agent, amount_to_string(delta)));
+        if (ledger_.compare_exchange_remaining(a.account, old, new_budget)) {
+          a.allocated = traits::add(a.allocated, delta);
+          pool.unallocated = traits::sub(pool.unallocated, delta);
+          changes.push_back(
+              {agent, a.priority, old, new_budget, delta, std::move(reason), clock_.now()});
+          break;
+        }
+        if (!ledger_.is_open(a.account))
+          throw_unknown_agent(agent);
+      }
+    }
+    publish_changes(changes);
+  }
+
+  /// Moves `amount` of remaining budget from one agent to another of the same pool. Throws
+  /// `BudgetExceeded` when `from` cannot cover it (nothing moves).
+  void transfer(AgentId from, AgentId to, const Amount& amount, std::string reason) {
+    validate_positive(amount, "transfer amount");
+    std::vector<BudgetChange> changes;
+    {
+      std::unique_lock lock(mutex_);
+      auto& src = live_agent_locked(from);
+      auto& dst = live_agent_locked(to);
+      if (src.pool != dst.pool)
+        throw InvalidArgument(fmt::format(
+            "safeguards: cannot transfer from {} ({}) to {} ({}): agents are in different pools",
+            from, src.pool, to, dst.pool));
+      if (from == to)
+        throw InvalidArgument(fmt::format("safeguards: cannot transfer from {} to itself", from));
+      Amount old = ledger_.balance(src.account).remaining;
+      for (;;) {
+        if (old < amount)
+          throw BudgetExceeded(fmt::format("safeguards: {} has {} remaining, cannot transfer {}",
+                                           from, amount_to_string(old), amount_to_string(amount)));
+        if (ledger_.compare_exchange_remaining(src.account, old, traits::sub(old, amount)))
+          break;
+        if (!ledger_.is_open(src.account))
+          throw_unknown_agent(from);
+      }
+      Amount dst_old = ledger_.balance(dst.account).remaining;
+      ledger_.credit(dst.account, amount); // dst is live under the writer lock
+      src.allocated = traits::sub(src.allocated, amount);
+      dst.allocated = traits::add(dst.allocated, amount);
+      auto now = clock_.now();
+      changes.push_back({from, src.priority, old, traits::sub(old, amount),
+                         traits::sub(zero(), amount), reason, now});
+      changes.push_back({to, dst.priority, dst_old, traits::add(dst_old, amount), amount,
+                         std::move(reason), now});
+    }
+    publish_changes(changes);
+  }
+
+  // ---- the hot path ------------------------------------------------------------------------
+
+  /// Spends `amount` from the agent's budget if it can cover it and no monitor objects.
+  /// Never throws, never overspends, never lets the balance go below zero.
+  ConsumeResult try_consume(AgentId agent, const Amount& amount) noexcept {
+    if (!(zero() < amount))
+      return ConsumeStatus::invalid_amount;
+    AgentState* a = table_.find(agent.value());
+    if (!a)
+      return ConsumeStatus::unknown_agent;
+    if (a->monitor_count.load(std::memory_order_acquire) != 0 || options_.history_capacity != 0)
+      return change_slow(*a, UsageKind::consume, amount);
+    auto status = ledger_.debit(a->account, amount);
+    if (status == LedgerStatus::ok)
+      a->consume_count.fetch_add(1, std::memory_order_relaxed);
+    return to_consume_status(status);
+  }
+
+  /// Like `try_consume`, but throws: `BudgetExceeded` when the budget cannot cover it or a
+  /// monitor vetoed it, `UnknownAgent`, `InvalidArgument` for a non-positive amount.
+  void consume(AgentId agent, const Amount& amount) {
+    auto r = try_consume(agent, amount);
+    if (!r.ok())
+      throw_for(r.status(), agent, amount, "consume");
+  }
+
+  /// Sets `estimate` aside before an expensive call; see `Reservation`. Throws like `consume`.
+  Reservation reserve(AgentId agent, const Amount& estimate) {
+    auto r = try_reserve(agent, estimate);
+    if (!r.ok())
+      throw_for(r.status(), agent, estimate, "reserve");
+    return r;
+  }
+
+  /// `reserve` without exceptions: check `ok()` / `status()` on the result.
+  Reservation try_reserve(AgentId agent, const Amount& estimate) noexcept {
+    Reservation r;
+    r.coord_ = this;
+    r.estimate_ = estimate;
+    r.agent_id_ = agent;
+    if (!(zero() < estimate)) {
+      r.status_ = ConsumeStatus::invalid_amount;
+      return r;
+    }
+    AgentState* a = table_.find(agent.value());
+    if (!a) {
+      r.status_ = ConsumeStatus::unknown_agent;
+      return r;
+    }
+    ConsumeResult result = a->monitor_count.load(std::memory_order_acquire) != 0
+                               ? change_slow(*a, UsageKind::reserve, estimate)
+                               : to_consume_status(ledger_.reserve(a->account, estimate));
+    r.status_ = result.status();
+    if (result.ok()) {
+      r.agent_ = a;
+      r.held_ = estimate;
+      live_reservations_.fetch_add(1, std::memory_order_relaxed);
+    }
+    return r;
+  }
+
+  // ---- metrics and history -----------------------------------------------------------------
+
+  AgentMetrics agent_metrics(AgentId agent) const {
+    std::shared_lock lock(mutex_);
+    return metrics_locked(known_agent_locked(agent), clock_.now());
+  }
+
+  PoolMetrics pool_metrics(PoolId pool) const {
+    std::shared_lock lock(mutex_);
+    return metrics_locked(*find_pool_locked(pool), clock_.now());
+  }
+
+  /// Metrics of every live agent, oldest first.
+  std::vector<AgentMetrics> all_agent_metrics() const {
+    std::shared_lock lock(mutex_);
+    auto now = clock_.now();
+    std::vector<AgentMetrics> out;
+    for (const auto& a : agents_)
+      if (!a.removed)
+        out.push_back(metrics_locked(a, now));
+    return out;
+  }
+
+  /// Metrics of every pool, highest priority first.
+  std::vector<PoolMetrics> all_pool_metrics() const {
+    auto ids = pools();
+    std::shared_lock lock(mutex_);
+    auto now = clock_.now();
+    std::vector<PoolMetrics> out;
+    for (PoolId id : ids)
+      out.push_back(metrics_locked(*find_pool_locked(id), now));
+    return out;
+  }
+
+  /// Number of consumes and commits so far, and their sum (the used budget): the running
+  /// aggregates strategies use instead of scanning history.
+  struct UsageStats {
+    std::uint64_t count = 0;
+    Amount total{};
+  };
+  UsageStats usage_stats(AgentId agent) const {
+    const AgentState* a = table_.find(agent.value());
+    if (!a)
+      throw_unknown_agent(agent);
+    return {a->consume_count.load(std::memory_order_relaxed), ledger_.balance(a->account).used};
+  }
+
+  /// The agent's recorded consumes and commits with `from <= timestamp <= to`, oldest first;
+  /// at most `CoordinatorOptions::history_capacity` of the most recent are kept.
+  std::vector<ConsumptionEvent> usage_history(AgentId agent, time_point from = time_point::min(),
+                                              time_point to = time_point::max()) const {
+    const AgentState* a = nullptr;
+    std::string name;
+    {
+      std::shared_lock lock(mutex_);
+      a = &known_agent_locked(agent);
+      name = a->name;
+    }
+    std::vector<ConsumptionEvent> out;
+    std::lock_guard lock(a->history_mutex);
+    const std::size_t cap = a->history.size();
+    for (std::size_t i = 0; i < a->history_size; ++i) {
+      const auto& rec = a->history[(a->history_next + cap - a->history_size + i) % cap];
+      if (rec.at < from || to < rec.at)
+        continue;
+      out.emplace_back(
+          BasicConsumption<Amount>(rec.amount, options_.unit, std::string(to_string(rec.kind))),
+          name, rec.at);
+    }
+    return out;
+  }
+
+  // ---- monitors, violations, audit ---------------------------------------------------------
+
+  /// Watches one agent. See `Monitor` for the accepted shapes; keep the handle to keep it.
+  template <class M>
+  requires Monitor<M, UsageEvent, const ViolationReporter>
+  [[nodiscard]] MonitorHandle add_monitor(AgentId agent, M monitor) {
+    std::unique_lock lock(mutex_);
+    live_agent_locked(agent);
+    return register_locked(Scope::agent, agent.value(), std::move(monitor));
+  }
+
+  /// Watches every agent of a pool, present and future.
+  template <class M>
+  requires Monitor<M, UsageEvent, const ViolationReporter>
+  [[nodiscard]] MonitorHandle add_monitor(PoolId pool, M monitor) {
+    std::unique_lock lock(mutex_);
+    find_pool_locked(pool);
+    return register_locked(Scope::pool, pool.value(), std::move(monitor));
+  }
+
+  /// Watches every agent, present and future.
+  template <class M>
+  requires Monitor<M, UsageEvent, const ViolationReporter>
+  [[nodiscard]] MonitorHandle add_monitor(AllAgents, M monitor) {
+    std::unique_lock lock(mutex_);
+    return register_locked(Scope::all, 0, std::move(monitor));
+  }
+
+  /// Receives every violation any monitor or the coordinator reports.
+  template <class F>
+  requires std::invocable<F&, const Violation&>
+  [[nodiscard]] SinkHandle add_violation_sink(F sink) {
+    return add_sink(violation_sinks_, std::function<void(const Violation&)>(std::move(sink)));
+  }
+
+  /// Receives every budget change (creation, update, transfer, removal, ...).
+  template <class F>
+  requires std::invocable<F&, const BudgetChange&>
+  [[nodiscard]] SinkHandle add_audit_sink(F sink) {
+    return add_sink(audit_sinks_, std::function<void(const BudgetChange&)>(std::move(sink)));
+  }
+
+  /// How many times a sink threw. Such failures never affect balances.
+  std::uint64_t sink_failures() const noexcept { return sink_failures_.load(); }
+
+  /// Checks the conservation invariants; returns one line per breach (empty when all hold).
+  /// Meaningful at quiescent points only: under concurrent use the numbers are read at
+  /// slightly different instants.
+  std::vector<std::string> check_invariants() const {
+    std::shared_lock lock(mutex_);
+    std::vector<std::string> problems;
+    const Amount z = zero();
+    for (const auto& [id, p] : pools_) {
+      Amount allocated = z;
+      for (AgentId aid : p.agents) {
+        const auto& a = agents_[aid.value() - 1];
+        auto b = ledger_.balance(a.account);
+        allocated = traits::add(allocated, a.allocated);
+        auto sum = traits::add(traits::add(b.remaining, b.used), b.reserved);
+        if (sum != a.allocated)
+          problems.push_back(fmt::format("{}: allocated {} != remaining {} + used {} + reserved {}",
+                                         aid, amount_to_string(a.allocated),
+                                         amount_to_string(b.remaining), amount_to_string(b.used),
+                                         amount_to_string(b.reserved)));
+        if (b.remaining < z || b.used < z || b.reserved < z)
+          problems.push_back(fmt::format("{}: negative balance", aid));
+      }
+      if (traits::add(p.unallocated, allocated) != p.initial)
+        problems.push_back(fmt::format("{}: initial {} != unallocated {} + allocated {}", p.id,
+                                       amount_to_string(p.initial), amount_to_string(p.unallocated),
+                                       amount_to_string(allocated)));
+      if (p.unallocated < z)
+        problems.push_back(fmt::format("{}: negative unallocated budget", p.id));
+    }
+    return problems;
+  }
+
+private:
+  friend class BasicReservation<BasicBudgetCoordinator>;
+  using traits = amount_traits<Amount>;
+  using MonitorFns = detail::MonitorEntry<UsageEvent, const ViolationReporter>;
+  using MonitorList = std::vector<std::shared_ptr<const MonitorFns>>;
+
+  enum class Scope : std::uint8_t { agent, pool, all };
+  struct Registration {
+    Scope scope;
+    std::uint64_t target;
+    std::shared_ptr<const MonitorFns> entry;
+  };
+
+  struct HistoryRecord {
+    Amount amount{};
+    UsageKind kind = UsageKind::consume;
+    time_point at{};
+  };
+
+  struct AgentState {
+    typename L::handle_type account{};
+    AgentId id;
+    PoolId pool;
+    std::atomic<std::uint32_t> monitor_count{0};
+    std::atomic<std::uint64_t> consume_count{0};
+    std::atomic<std::shared_ptr<const MonitorList>> monitors;
+    // Held across veto, debit and notification, so observers see one agent's changes once
+    // and in order. Monitors run under it: it is never taken while holding `mutex_`.
+    std::mutex order_mutex;
+    // Leaf locks: nothing else is acquired and no user code runs while they are held.
+    mutable std::mutex history_mutex;
+    std::vector<HistoryRecord> history;
+    std::size_t history_next = 0;
+    std::size_t history_size = 0;
+    mutable std::mutex stats_mutex;
+    Amount overspent{};
+    // Guarded by the coordinator's `mutex_`.
+    std::string name;
+    int priority = 0;
+    Metadata metadata;
+    std::any user_data;
+    time_point created{};
+    Amount allocated{};
+    bool removed = false;
+  };
+
+  struct PoolState {
+    PoolId id;
+    std::string name;
+    int priority = 0;
+    Metadata metadata;
+    bool implicit = false;
+    Amount initial{};
+    Amount unallocated{};
+    std::vector<AgentId> agents; // removed ones too: their usage stays in the pool
+    time_point created{};
+  };
+
+  template <class Fn>
+  using SinkList = std::vector<std::pair<std::uint64_t, Fn>>;
+
+  static Amount zero() { return amount_zero<Amount>(); }
+
+  static void validate_name(const std::string& name, const char* what) {
+    if (name.empty())
+      throw InvalidArgument(fmt::format("safeguards: a {} needs a non-empty name", what));
+  }
+  static void validate_priority(int priority, const std::string& name) {
+    if (priority < min_priority || priority > max_priority)
+      throw InvalidPriority(fmt::format("safeguards: priority {} of \"{}\" is outside {}..{}",
+                                        priority, name, min_priority, max_priority));
+  }
+  static void validate_non_negative(const Amount& value, const std::string& what) {
+    if (!(zero() <= value))
+      throw InvalidArgument(fmt::format("safeguards: {} must not be negative, got {}", what,
+                                        amount_to_string(value)));
+  }
+  static void validate_positive(const Amount& value, const std::string& what) {
+    if (!(zero() < value))
+      throw InvalidArgument(
+          fmt::format("safeguards: {} must be positive, got {}", what, amount_to_string(value)));
+  }
+  [[noreturn]] static void throw_unknown_agent(AgentId agent) {
+    throw UnknownAgent(fmt::format("safeguards: unknown agent {}", agent));
+  }
+  [[noreturn]] void throw_for(ConsumeStatus status, AgentId agent, const Amount& amount,
+                              const char* what) const {
+    switch (status) {
+    case ConsumeStatus::unknown_agent:
+      throw_unknown_agent(agent);
+    case ConsumeStatus::invalid_amount:
+      throw InvalidArgument(fmt::format("safeguards: cannot {} {} from {}: amount must be positive",
+                                        what, amount_to_string(amount), agent));
+    case ConsumeStatus::insufficient:
+      throw BudgetExceeded(fmt::format("safeguards: {} cannot {} {}: only {} remaining", agent,
+                                       what, amount_to_string(amount),
+                                       amount_to_string(get_budget(agent))));
+    default:
+      throw BudgetExceeded(fmt::format("safeguards: {} cannot {} {}: {}", agent, what,
+                                       amount_to_string(amount), to_string(status)));
+    }
+  }
+
+  static ConsumeStatus to_consume_status(LedgerStatus s) noexcept {
+    switch (s) {
+    case LedgerStatus::ok:
+      return ConsumeStatus::ok;
+    case LedgerStatus::insufficient:
+      return ConsumeStatus::insufficient;
+    case LedgerStatus::closed:
+      return ConsumeStatus::unknown_agent;
+    }
+    return ConsumeStatus::unknown_agent;
+  }
+
+  PoolId add_pool_locked(PoolSpec spec, bool implicit) {
+    PoolId id(next_pool_id_);
+    PoolState p;
+    p.id = id;
+    p.name = std::move(spec.name);
+    p.priority = spec.priority;
+    p.metadata = std::move(spec.metadata);
+    p.implicit = implicit;
+    p.initial = spec.initial_budget;
+    p.unallocated = spec.initial_budget;
+    p.created = clock_.now();
+    auto [it, inserted] = pools_.emplace(id.value(), std::move(p));
+    try {
+      pool_names_.emplace(it->second.name, id);
+    } catch (...) {
+      pools_.erase(it);
+      throw;
+    }
+    ++next_pool_id_;
+    return id;
+  }
+
+  PoolState* find_pool_locked(PoolId pool) const {
+    auto it = pools_.find(pool.value());
+    if (it == pools_.end())
+      throw UnknownPool(fmt::format("safeguards: unknown pool {}", pool));
+    return const_cast<PoolState*>(&it->second);
+  }
+
+  // Any agent ever created, removed or not.
+  AgentState& known_agent_locked(AgentId agent) const {
+    if (agent.value() == 0 || agent.value() > agents_.size())
+      throw_unknown_agent(agent);
+    return const_cast<AgentState&>(agents_[agent.value() - 1]);
+  }
+
+  AgentState& live_agent_locked(AgentId agent) const {
+    auto& a = known_agent_locked(agent);
+    if (a.removed)
+      throw UnknownAgent(fmt::format("safeguards: agent {} (\"{}\") was removed", agent, a.name));
+    return a;
+  }
+
+  static double per_second(const Amount& used, time_point created, time_point now) {
+    double seconds = std::chrono::duration<double>(now - created).count();
+    return seconds > 0 ? traits::to_double(used) / seconds : 0.0;
+  }
+
+  AgentMetrics metrics_locked(const AgentState& a, time_point now) const {
+    auto b = ledger_.balance(a.account);
+    Amount overspent;
+    {
+      std::lock_guard lock(a.stats_mutex);
+      overspent = a.overspent;
+    }
+    return {a.id,
+            a.name,
+            a.pool,
+            a.priority,
+            a.allocated,
+            b.used,
+            b.reserved,
+            b.remaining,
+            overspent,
+            a.consume_count.load(std::memory_order_relaxed),
+            per_second(b.used, a.created, now)};
+  }
+
+  PoolMetrics metrics_locked(const PoolState& p, time_point now) const {
+    PoolMetrics m;
+    m.id = p.id;
+    m.name = p.name;
+    m.priority = p.priority;
+    m.implicit = p.implicit;
+    m.initial_budget = p.initial;
+    m.unallocated_budget = p.unallocated;
+    m.allocated_budget = m.used_budget = m.reserved_budget = zero();
+    m.remaining_budget = p.unallocated;
+    for (AgentId id : p.agents) {
+      const auto& a = agents_[id.value() - 1];
+      auto b = ledger_.balance(a.account);
+      m.allocated_budget = traits::add(m.allocated_budget, a.allocated);
+      m.used_budget = traits::add(m.used_budget, b.used);
+      m.reserved_budget = traits::add(m.reserved_budget, b.reserved);
+      m.remaining_budget = traits::add(m.remaining_budget, b.remaining);
+      if (!a.removed)
+        ++m.agent_count;
+    }
+    m.consumption_rate = per_second(m.used_budget, p.created, now);
+    return m;
+  }
+
+  UsageEvent make_event(const AgentState& a, UsageKind kind, const Amount& amount,
+                        const LedgerBalance<Amount>& before, const LedgerBalance<Amount>& after,
+                        time_point now) const {
+    auto allocated = traits::add(traits::add(before.remaining, before.used), before.reserved);
+    return {a.id,        a.pool,     kind, amount, allocated, before.remaining, after.remaining,
+            before.used, after.used, now};
+  }
+
+  void record_history(AgentState& a, const Amount& amount, UsageKind kind,
+                      time_point now) noexcept {
+    std::lock_guard lock(a.history_mutex);
+    const std::size_t cap = a.history.size();
+    if (cap == 0)
+      return;
+    a.history[a.history_next] = {amount, kind, now};
+    a.history_next = (a.history_next + 1) % cap;
+    a.history_size = std::min(a.history_size + 1, cap);
+  }
+
+  // Everything that is not the bare lock-free path: history, monitors, or both.
+  ConsumeResult change_slow(AgentState& a, UsageKind kind, const Amount& amount) noexcept {
+    auto apply = [&] {
+      return kind == UsageKind::consume ? ledger_.debit(a.account, amount)
+                                        : ledger_.reserve(a.account, amount);
+    };
+    if (a.monitor_count.load(std::memory_order_acquire) == 0) {
+      auto status = apply();
+      if (status == LedgerStatus::ok && kind == UsageKind::consume) {
+        a.consume_count.fetch_add(1, std::memory_order_relaxed);
+        record_history(a, amount, kind, clock_.now());
+      }
+      return to_consume_status(status);
+    }
+    if (in_monitor_of() == &a)
+      return ConsumeStatus::reentrant_call;
+    std::lock_guard order(a.order_mutex);
+    MonitorScope scope(&a);
+    const auto now = clock_.now();
+    const auto before = ledger_.balance(a.account);
+    if (!ledger_.is_open(a.account))
+      return ConsumeStatus::unknown_agent;
+    if (before.remaining < amount)
+      return ConsumeStatus::insufficient;
+    auto would = before;
+    would.remaining = traits::sub(before.remaining, amount);
+    if (kind == UsageKind::consume)
+      would.used = traits::add(before.used, amount);
+    else
+      would.reserved = traits::add(before.reserved, amount);
+    const auto event = make_event(a, kind, amount, before, would, now);
+    const auto monitors = a.monitors.load();
+    const ViolationReporter reporter(deliver_, a.id, now);
+    for (const auto& m : *monitors)
+      if (m->check && !run_check(*m, event, reporter))
+        return ConsumeStatus::denied_by_monitor;
+    auto status = apply();
+    if (status != LedgerStatus::ok)
+      return to_consume_status(status);
+    if (kind == UsageKind::consume) {
+      a.consume_count.fetch_add(1, std::memory_order_relaxed);
+      record_history(a, amount, kind, now);
+    }
+    notify(*monitors, event, reporter);
+    return ConsumeStatus::ok;
+  }
+
+  bool run_check(const MonitorFns& m, const UsageEvent& e, const ViolationReporter& r) noexcept {
+    try {
+      return m.check(e, r);
+    } catch (...) {
+      report_monitor_failure(e, r);
+      return false; // a check that cannot decide fails closed
+    }
+  }
+
+  void notify(const MonitorList& monitors, const UsageEvent& e,
+              const ViolationReporter& r) noexcept {
+    for (const auto& m : monitors) {
+      if (!m->observe)
+        continue;
+      try {
+        m->observe(e, r);
+      } catch (...) {
+        report_monitor_failure(e, r);
+      }
+    }
+  }
+
+  void report_monitor_failure(const UsageEvent& e, const ViolationReporter& r) noexcept {
+    std::string what = "unknown exception";
+    try {
+      throw;
+    } catch (const std::exception& ex) {
+      what = ex.what();
+    } catch (...) {
+    }
+    try {
+      r.report(ViolationType::MonitorFailure, AlertSeverity::High,
+               "a monitor threw; balances are unaffected",
+               {{"exception", what}, {"usage", std::string(to_string(e.kind))}});
+    } catch (...) {
+      sink_failures_.fetch_add(1);
+    }
+  }
+
+  // Settles (part of) a reservation; called by Reservation.
+  CommitResult settle(AgentState& a, const Amount& held, const Amount& actual,
+                      const Amount& estimate) noexcept {
+    CommitResult result;
+    const bool monitored = a.monitor_count.load(std::memory_order_acquire) != 0;
+    std::unique_lock<std::mutex> order;
+    std::optional<MonitorScope> scope;
+    if (monitored && in_monitor_of() != &a) {
+      order = std::unique_lock(a.order_mutex);
+      scope.emplace(&a);
+    }
+    const auto before = monitored ? ledger_.balance(a.account) : LedgerBalance<Amount>{};
+    auto s = ledger_.settle(a.account, held, actual);
+    result.charged = s.charged;
+    result.refunded = s.refunded;
+    result.overspent = s.uncovered;
+    if (zero() < s.charged) {
+      a.consume_count.fetch_add(1, std::memory_order_relaxed);
+      if (options_.history_capacity != 0)
+        record_history(a, s.charged, UsageKind::commit, clock_.now());
+    }
+    if (s.account_closed && zero() < s.refunded)
+      return_to_pool(a, s.refunded);
+    const bool overspent = zero() < s.uncovered;
+    if (overspent) {
+      std::lock_guard lock(a.stats_mutex);
+      a.overspent = traits::add(a.overspent, s.uncovered);
+    }
+    if (!monitored && !overspent)
+      return result;
+    try {
+      const auto now = clock_.now();
+      const ViolationReporter reporter(deliver_, a.id, now);
+      if (overspent)
+        reporter.report(ViolationType::Overspend, AlertSeverity::High,
+                        fmt::format("Actual usage {} exceeded what {} could pay by {}",
+                                    amount_to_string(actual), a.id, amount_to_string(s.uncovered)),
+                        {{"estimate", amount_to_string(estimate)},
+                         {"actual", amount_to_string(actual)},
+                         {"charged", amount_to_string(s.charged)},
+                         {"uncovered", amount_to_string(s.uncovered)}});
+      if (monitored && order.owns_lock()) {
+        auto after = ledger_.balance(a.account);
+        notify(*a.monitors.load(), make_event(a, UsageKind::commit, s.charged, before, after, now),
+               reporter);
+      }
+    } catch (...) {
+      sink_failures_.fetch_add(1);
+    }
+    return result;
+  }
+
+  // Releases a reservation; called by Reservation.
+  void release(AgentState& a, const Amount& held) noexcept {
+    const bool monitored = a.monitor_count.load(std::memory_order_acquire) != 0;
+    std::unique_lock<std::mutex> order;
+    std::optional<MonitorScope> scope;
+    if (monitored && in_monitor_of() != &a) {
+      order = std::unique_lock(a.order_mutex);
+      scope.emplace(&a);
+    }
+    const auto before = monitored ? ledger_.balance(a.account) : LedgerBalance<Amount>{};
+    if (!ledger_.release(a.account, held))
+      return_to_pool(a, held);
+    if (!order.owns_lock())
+      return;
+    try {
+      const auto now = clock_.now();
+      const ViolationReporter reporter(deliver_, a.id, now);
+      notify(*a.monitors.load(),
+             make_event(a, UsageKind::release, held, before, ledger_.balance(a.account), now),
+             reporter);
+    } catch (...) {
+      sink_failures_.fetch_add(1);
+    }
+  }
+
+  // Money a removed agent's reservation gave back goes to the pool it came from.
+  void return_to_pool(AgentState& a, const Amount& amount) noexcept {
+    std::unique_lock lock(mutex_);
+    auto& pool = pools_.at(a.pool.value());
+    a.allocated = traits::sub(a.allocated, amount);
+    pool.unallocated = traits::add(pool.unallocated, amount);
+  }
+
+  template <class M>
+  MonitorHandle register_locked(Scope scope, std::uint64_t target, M monitor) {
+    auto entry = std::make_shared<const MonitorFns>(
+        detail::make_monitor_entry<UsageEvent, const ViolationReporter>(std::move(monitor)));
+    const std::uint64_t reg_id = next_registration_id_++;
+    registrations_.emplace(reg_id, Registration{scope, target, entry});
+    for_each_in_scope(scope, target, [&](AgentState& a) {
+      auto list = std::make_shared<MonitorList>(*a.monitors.load());
+      list->push_back(entry);
+      a.monitors.store(std::move(list));
+      a.monitor_count.fetch_add(1, std::memory_order_release);
+    });
+    return MonitorHandle(alive_, [this, reg_id] { unregister(reg_id); });
+  }
+
+  void unregister(std::uint64_t reg_id) {
+    std::unique_lock lock(mutex_);
+    auto it = registrations_.find(reg_id);
+    if (it == registrations_.end())
+      return;
+    auto reg = it->second;
+    registrations_.erase(it);
+    for_each_in_scope(reg.scope, reg.target, [&](AgentState& a) {
+      auto list = std::make_shared<MonitorList>(*a.monitors.load());
+      auto pos = std::find(list->begin(), list->end(), reg.entry);
+      if (pos == list->end())
+        return;
+      list->erase(pos);
+      a.monitors.store(std::move(list));
+      a.monitor_count.fetch_sub(1, std::memory_order_release);
+    });
+  }
+
+  template <class F>
+  void for_each_in_scope(Scope scope, std::uint64_t target, F&& f) {
+    for (auto& a : agents_)
+      if (scope == Scope::all || (scope == Scope::agent && a.id.value() == target) ||
+          (scope == Scope::pool && a.pool.value() == target))
+        f(a);
+  }
+
+  template <class Fn>
+  SinkHandle add_sink(std::atomic<std::shared_ptr<const SinkList<Fn>>>& sinks, Fn fn) {
+    std::unique_lock lock(mutex_);
+    const std::uint64_t id = next_registration_id_++;
+    auto current = sinks.load();
+    auto list =
+        current ? std::make_shared<SinkList<Fn>>(*current) : std::make_shared<SinkList<Fn>>();
+    list->emplace_back(id, std::move(fn));
+    sinks.store(std::move(list));
+    return SinkHandle(alive_, [this, &sinks, id] {
+      std::unique_lock relock(mutex_);
+      auto remaining = std::make_shared<SinkList<Fn>>(*sinks.load());
+      std::erase_if(*remaining, [id](const auto& entry) { return entry.first == id; });
+      sinks.store(std::move(remaining));
+    });
+  }
+
+  template <class List, class Record>
+  void deliver_to(const std::shared_ptr<const List>& sinks, const Record& record) noexcept {
+    if (!sinks)
+      return;
+    for (const auto& [id, sink] : *sinks) {
+      try {
+        sink(record);
+      } catch (...) {
+        sink_failures_.fetch_add(1);
+      }
+    }
+  }
+
+  void publish_violation(Violation&& v) noexcept { deliver_to(violation_sinks_.load(), v); }
+
+  // Called after the writer lock is released, so a sink may call back into the coordinator.
+  void publish_changes(const std::vector<BudgetChange>& changes) noexcept {
+    auto sinks = audit_sinks_.load();
+    for (const auto& c : changes)
+      deliver_to(sinks, c);
+  }
+
+  // Which agent's monitors this thread is running, to turn self-deadlock into an error.
+  static const AgentState*& in_monitor_of() noexcept {
+    thread_local const AgentState* current = nullptr;
+    return current;
+  }
+  struct MonitorScope {
+    const AgentState* previous;
+    explicit MonitorScope(const AgentState* a) noexcept : previous(in_monitor_of()) {
+      in_monitor_of() = a;
+    }
+    ~MonitorScope() { in_monitor_of() = previous; }
+    MonitorScope(const MonitorScope&) = delete;
+    MonitorScope& operator=(const MonitorScope&) = delete;
+  };
+
+  CoordinatorOptions options_;
+  AllocationPolicy policy_;
+  C clock_;
+  mutable L ledger_;
+  std::shared_ptr<int> alive_; // handles hold a weak_ptr to it
+  typename ViolationReporter::Deliver deliver_;
+
+  // Structure and management data. Never held while user code (monitors, sinks) runs.
+  mutable std::shared_mutex mutex_;
+  std::deque<AgentState> agents_; // index = id - 1; never shrinks, so pointers stay valid
+  std::map<std::uint64_t, PoolState> pools_;
+  std::unordered_map<std::string, AgentId> agent_names_;
+  std::unordered_map<std::string, PoolId> pool_names_;
+  std::map<std::uint64_t, Registration> registrations_;
+  std::uint64_t next_pool_id_ = 1;
+  std::uint64_t next_registration_id_ = 1;
+
+  detail::SlotTable<AgentState> table_; // lock-free id -> agent for the hot path
+  std::atomic<std::shared_ptr<const SinkList<std::function<void(const Violation&)>>>>
+      violation_sinks_;
+  std::atomic<std::shared_ptr<const SinkList<std::function<void(const BudgetChange&)>>>>
+      audit_sinks_;
+  std::atomic<std::uint64_t> sink_failures_{0};
+  std::atomic<std::size_t> live_reservations_{0};
+};
+
+/// Money set aside for one expensive call: reserve the estimate before, commit the actual
+/// usage after. Move-only; destroying it without `commit` releases everything it holds.
+///
+/// **Example**
+/// ```
+/// auto r = coord.reserve(agent, Decimal("5.0"));   // throws if it cannot be covered
+/// auto usage = call_model();
+/// r.commit(usage.cost);                             // refunds 5.0 - cost, or charges more
+/// ```
+template <class Coordinator>
+class BasicReservation {
+  using Amount = typename Coordinator::amount_type;
+  using CommitResult = typename Coordinator::CommitResult;
+
+public:
+  BasicReservation() noexcept = default;
+  BasicReservation(BasicReservation&& other) noexcept { take(other); }
+  BasicReservation& operator=(BasicReservation&& other) noexcept {
+    if (this != &other) {
+      release();
+      take(other);
+    }
+    return *this;
+  }
+  BasicReservation(const BasicReservation&) = delete;
+  BasicReservation& operator=(const BasicReservation&) = delete;
+  ~BasicReservation() { release(); }
+
+  /// True when the reservation was granted (even if it has since been settled).
+  bool ok() const noexcept { return status_ == ConsumeStatus::ok; }
+  explicit operator bool() const noexcept { return ok(); }
+  ConsumeStatus status() const noexcept { return status_; }
+  /// True while it still holds money.
+  bool active() const noexcept { return agent_ != nullptr; }
+  AgentId agent() const noexcept { return agent_id_; }
+  const Amount& estimate() const noexcept { return estimate_; }
+  /// What is still set aside.
+  const Amount& held() const noexcept { return held_; }
+  /// What has been charged so far (partial commits included).
+  const Amount& charged() const noexcept { return charged_; }
+
+  /// Settles with the call's total actual usage (partial commits included): the unused rest
+  /// of the estimate is refunded; an overage is charged as far as the balance allows and the
+  /// uncovered part is reported as an `Overspend` violation.
+  CommitResult commit(const Amount& actual) noexcept {
+    CommitResult r;
+    if (!active()) {
+      r.status = ConsumeStatus::not_active;
+      return r;
+    }
+    const Amount z = amount_zero<Amount>();
+    if (actual < z || !(actual == actual)) {
+      r.status = ConsumeStatus::invalid_amount;
+      return r;
+    }
+    // Partial commits already charged part of `actual`; what was spent cannot be un-spent.
+    Amount rest = charged_ < actual ? amount_traits<Amount>::sub(actual, charged_) : z;
+    r = coord_->settle(*agent_, held_, rest, estimate_);
+    charged_ = amount_traits<Amount>::add(charged_, r.charged);
+    held_ = z;
+    finish();
+    return r;
+  }
+
+  /// Charges `amount` now, for streaming responses; it comes out of what is held first.
+  CommitResult commit_partial(const Amount& amount) noexcept {
+    CommitResult r;
+    if (!active()) {
+      r.status = ConsumeStatus::not_active;
+      return r;
+    }
+    if (!(amount_zero<Amount>() < amount)) {
+      r.status = ConsumeStatus::invalid_amount;
+      return r;
+    }
+    Amount from_hold = amount < held_ ? amount : held_;
+    r = coord_->settle(*agent_, from_hold, amount, estimate_);
+    held_ = amount_traits<Amount>::sub(held_, from_hold);
+    charged_ = amount_traits<Amount>::add(charged_, r.charged);
+    return r;
+  }
+
+  /// Gives back everything still held. Idempotent.
+  void release() noexcept {
+    if (!active())
+      return;
+    if (amount_zero<Amount>() < held_)
+      coord_->release(*agent_, held_);
+    held_ = amount_zero<Amount>();
+    finish();
+  }
+
+private:
+  friend Coordinator;
+
+  void finish() noexcept {
+    agent_ = nullptr;
+    coord_->live_reservations_.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  void take(BasicReservation& other) noexcept {
+    coord_ = other.coord_;
+    agent_ = std::exchange(other.agent_, nullptr);
+    agent_id_ = other.agent_id_;
+    estimate_ = other.estimate_;
+    held_ = other.held_;
+    charged_ = other.charged_;
+    status_ = other.status_;
+  }
+
+  Coordinator* coord_ = nullptr;
+  typename Coordinator::AgentState* agent_ = nullptr;
+  AgentId agent_id_;
+  Amount estimate_{};
+  Amount held_{};
+  Amount charged_{};
+  ConsumeStatus status_ = ConsumeStatus::not_active;
+};
+
+/// The coordinator most runtimes want: exact `Decimal` money, fixed allocation, wall-clock
+/// timestamps, in-memory lock-free ledger.
+using BudgetCoordinator = BasicBudgetCoordinator<>;
+
+} // namespace v1
+} // namespace safeguards
+
+template <>
+struct fmt::formatter<safeguards::ConsumeStatus> : fmt::formatter<std::string_view> {
+  template <class FormatContext>
+  auto format(safeguards::ConsumeStatus s, FormatContext& ctx) const {
+    return fmt::formatter<std::string_view>::format(safeguards::to_string(s), ctx);
+  }
+};
+
+template <>
+struct fmt::formatter<safeguards::ConsumeResult> : fmt::formatter<std::string_view> {
+  template <class FormatContext>
+  auto format(safeguards::ConsumeResult r, FormatContext& ctx) const {
+    return fmt::formatter<std::string_view>::format(safeguards::to_string(r.status()), ctx);
+  }
+};
