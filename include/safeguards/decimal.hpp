@@ -51,8 +51,17 @@ constexpr Int div_round_half_even(const Int& n, const Int& d) {
   return q;
 }
 
-// constexpr so that the `_d` literal can reject bad input at compile time.
-constexpr ParseResult parse_decimal(std::string_view s, Rounding rounding) noexcept {
+// Character types are integers to the language but never amounts: `Decimal d = 'x';` is a bug.
+template <class T>
+concept character_type = std::same_as<T, char> || std::same_as<T, wchar_t> ||
+    std::same_as<T, char8_t> || std::same_as<T, char16_t> || std::same_as<T, char32_t>;
+
+// constexpr so that the `_d` literal can reject bad input at compile time. The grammar is strict,
+// `[+-]digits[.digits]`: "1." and ".5" are refused like any other text a human may have cut
+// short. `literal` skips the C++ digit separator, which only a `_d` literal can contain (the
+// lexer has already checked where it stands).
+constexpr ParseResult parse_decimal(std::string_view s, Rounding rounding,
+                                    bool literal = false) noexcept {
   if (s.empty())
     return {0, ParseStatus::empty};
   std::size_t i = 0;
@@ -66,11 +75,15 @@ constexpr ParseResult parse_decimal(std::string_view s, Rounding rounding) noexc
   const std::uint64_t limit =
       negative ? std::uint64_t{1} << 63 : std::uint64_t(std::numeric_limits<std::int64_t>::max());
   std::uint64_t mag = 0;
-  bool any_digit = false;
+  int int_digits = 0;
+  int all_frac_digits = 0; // including those beyond the sixth
   bool seen_point = false;
-  int frac_digits = 0;
+  int frac_digits = 0;  // kept in `mag`
   int round_digit = -1; // first dropped digit when rounding
   bool sticky = false;  // any non-zero digit after the first dropped one
+  // Scanning goes on after a range or precision problem so that garbage is always reported as
+  // garbage, whatever came before it.
+  ParseStatus problem = ParseStatus::ok;
   auto push = [&](unsigned digit) {
     if (mag > (limit - digit) / 10)
       return false;
@@ -79,38 +92,48 @@ constexpr ParseResult parse_decimal(std::string_view s, Rounding rounding) noexc
   };
   for (; i < s.size(); ++i) {
     char c = s[i];
+    if (literal && c == '\'')
+      continue;
     if (c == '.') {
-      if (seen_point)
+      if (seen_point || int_digits == 0)
         return {0, ParseStatus::malformed};
       seen_point = true;
       continue;
     }
     if (c < '0' || c > '9')
       return {0, ParseStatus::malformed};
-    any_digit = true;
     auto digit = static_cast<unsigned>(c - '0');
+    if (!seen_point) {
+      ++int_digits;
+    } else {
+      ++all_frac_digits;
+    }
+    if (problem != ParseStatus::ok)
+      continue;
     if (seen_point && frac_digits == decimal_digits) {
       if (rounding == Rounding::reject) {
-        if (digit != 0)
-          return {0, ParseStatus::too_precise};
-        continue; // trailing zeros lose nothing
-      }
-      if (round_digit < 0)
+        if (digit != 0) // trailing zeros lose nothing
+          problem = ParseStatus::too_precise;
+      } else if (round_digit < 0) {
         round_digit = static_cast<int>(digit);
-      else if (digit != 0)
+      } else if (digit != 0) {
         sticky = true;
+      }
       continue;
     }
     if (!push(digit))
-      return {0, ParseStatus::out_of_range};
+      problem = ParseStatus::out_of_range;
     if (seen_point)
       ++frac_digits;
   }
-  if (!any_digit)
+  if (int_digits == 0 || (seen_point && all_frac_digits == 0))
     return {0, ParseStatus::malformed};
+  if (problem != ParseStatus::ok)
+    return {0, problem};
   for (; frac_digits < decimal_digits; ++frac_digits)
     if (!push(0))
       return {0, ParseStatus::out_of_range};
+  // Half-even on the magnitude is half-even on the value: the rule is symmetric around zero.
   if (round_digit > 5 || (round_digit == 5 && (sticky || mag % 2 != 0))) {
     if (mag == limit)
       return {0, ParseStatus::out_of_range};
@@ -124,10 +147,24 @@ constexpr ParseResult parse_decimal(std::string_view s, Rounding rounding) noexc
 }
 
 [[noreturn]] inline void throw_parse_error(std::string_view input, ParseStatus status) {
-  std::string quoted = "\"" + std::string(input) + "\"";
+  // The message names the input so that a bad line in a budget file can be found, but a
+  // megabyte of garbage does not belong in a log line.
+  constexpr std::size_t shown = 100;
+  // Control bytes are escaped: a NUL would end what() early, and a newline would forge a log line.
+  std::string quoted = "\"";
+  for (char c : input.substr(0, shown)) {
+    auto byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte == 0x7f)
+      quoted += fmt::format("\\x{:02x}", byte);
+    else
+      quoted += c;
+  }
+  quoted += '"';
+  if (input.size() > shown)
+    quoted += "... (" + std::to_string(input.size()) + " bytes)";
   switch (status) {
   case ParseStatus::empty:
-    throw std::invalid_argument("safeguards::Decimal: empty string is not a number");
+    throw std::invalid_argument("safeguards::Decimal: " + quoted + " is empty, not a number");
   case ParseStatus::too_precise:
     throw std::invalid_argument("safeguards::Decimal: " + quoted +
                                 " has more than 6 fractional digits (use Rounding::half_even "
@@ -141,8 +178,11 @@ constexpr ParseResult parse_decimal(std::string_view s, Rounding rounding) noexc
   }
 }
 
-// Not constexpr on purpose: reaching it while evaluating the `_d` literal is a compile error.
-inline void literal_is_not_a_valid_decimal() {}
+// Not constexpr on purpose: reaching one of these while evaluating a `_d` literal makes the
+// program ill-formed, and the compiler's diagnostic names the function, hence the reason.
+inline void decimal_literal_is_malformed() {}
+inline void decimal_literal_has_more_than_6_fractional_digits() {}
+inline void decimal_literal_is_out_of_range() {}
 
 } // namespace detail
 
@@ -171,22 +211,24 @@ public:
 
   constexpr Decimal() noexcept = default;
 
-  /// Integers convert implicitly and exactly; values beyond ±9223372036854 throw.
+  /// Integers convert implicitly and exactly; values beyond ±9223372036854 throw
+  /// `std::overflow_error`. `bool` and character types are not amounts and do not convert.
   template <std::integral I>
-  requires(!std::same_as<I, bool>) constexpr Decimal(I value)
+  requires(!std::same_as<I, bool> && !detail::character_type<I>) constexpr Decimal(I value)
       : raw_(from_integer(value)) {} // NOLINT(google-explicit-constructor)
 
   /// Floating point never converts silently; see `from_double`.
   template <std::floating_point F>
   Decimal(F) = delete;
 
-  /// Parses `[+-]digits[.digits]`; throws `std::invalid_argument` naming the input.
-  explicit Decimal(std::string_view text) : Decimal(parse(text)) {}
-  explicit Decimal(const char* text) : Decimal(std::string_view(text)) {}
-  explicit Decimal(const std::string& text) : Decimal(std::string_view(text)) {}
+  /// Parses `[+-]digits[.digits]`; throws `std::invalid_argument` naming the input. Usable in
+  /// constant expressions, where bad text is a compile error.
+  constexpr explicit Decimal(std::string_view text) : Decimal(parse(text)) {}
+  constexpr explicit Decimal(const char* text) : Decimal(checked_view(text)) {}
+  constexpr explicit Decimal(const std::string& text) : Decimal(std::string_view(text)) {}
 
   /// Parses text; with `Rounding::half_even` more than six fractional digits are rounded.
-  static Decimal parse(std::string_view text, Rounding rounding = Rounding::reject) {
+  static constexpr Decimal parse(std::string_view text, Rounding rounding = Rounding::reject) {
     auto result = detail::parse_decimal(text, rounding);
     if (result.status != detail::ParseStatus::ok)
       detail::throw_parse_error(text, result.status);
@@ -293,6 +335,13 @@ public:
 private:
   using wide = boost::multiprecision::int128_t;
 
+  // A null pointer would be undefined behaviour in std::string_view; make it a parse error.
+  static constexpr std::string_view checked_view(const char* text) {
+    if (text == nullptr)
+      throw std::invalid_argument("safeguards::Decimal: null pointer is not a number");
+    return text;
+  }
+
   template <std::integral I>
   static constexpr rep from_integer(I value) {
     rep r = 0;
@@ -310,17 +359,23 @@ private:
 
   // precision < 0: shortest form with at least one fractional digit.
   void append_to(std::string& out, int precision) const {
-    rep r = raw_;
+    // Work on the unsigned magnitude: INT64_MIN has no positive counterpart, and rounding max()
+    // to fewer digits leaves the int64 range (9223372036854.775807 -> 9223372036854.78).
+    std::uint64_t mag = raw_ < 0 ? std::uint64_t(0) - static_cast<std::uint64_t>(raw_)
+                                 : static_cast<std::uint64_t>(raw_);
     if (precision >= 0 && precision < digits) {
-      rep unit = 1;
+      std::uint64_t unit = 1;
       for (int i = precision; i < digits; ++i)
         unit *= 10;
-      r = static_cast<rep>(detail::div_round_half_even(wide(r), wide(unit)) * unit);
+      std::uint64_t q = mag / unit;
+      std::uint64_t r = mag % unit;
+      // Half-even on the magnitude is half-even on the value: the rule is symmetric.
+      if (r * 2 > unit || (r * 2 == unit && q % 2 != 0))
+        ++q;
+      mag = q * unit; // at most 9223372036855000000, below 2^64
     }
-    // Work on the unsigned magnitude so that INT64_MIN prints correctly.
-    std::uint64_t mag =
-        r < 0 ? std::uint64_t(0) - static_cast<std::uint64_t>(r) : static_cast<std::uint64_t>(r);
-    if (r < 0)
+    // A value rounded to zero prints as "0.00", not "-0.00": fixed point has no negative zero.
+    if (raw_ < 0 && mag != 0)
       out += '-';
     out += std::to_string(mag / static_cast<std::uint64_t>(scale));
     std::string frac = std::to_string(mag % static_cast<std::uint64_t>(scale));
@@ -349,11 +404,23 @@ constexpr Decimal abs(Decimal d) {
 
 inline namespace literals {
 /// `12.5_d`, `1000_d`: checked at compile time.
+/// Digit separators are allowed (`1'000'000.0_d`); more than six fractional digits, values out of
+/// range and integer literals in other bases (`0x10_d`) do not compile.
 consteval Decimal operator""_d(const char* text) {
-  std::string_view sv(text);
-  auto result = detail::parse_decimal(sv, Rounding::reject);
-  if (result.status != detail::ParseStatus::ok)
-    detail::literal_is_not_a_valid_decimal();
+  auto result = detail::parse_decimal(text, Rounding::reject, /*literal=*/true);
+  switch (result.status) {
+  case detail::ParseStatus::ok:
+    break;
+  case detail::ParseStatus::too_precise:
+    detail::decimal_literal_has_more_than_6_fractional_digits();
+    break;
+  case detail::ParseStatus::out_of_range:
+    detail::decimal_literal_is_out_of_range();
+    break;
+  default:
+    detail::decimal_literal_is_malformed();
+    break;
+  }
   return Decimal::from_raw(result.raw);
 }
 } // namespace literals
@@ -368,11 +435,16 @@ struct std::hash<safeguards::Decimal> {
   }
 };
 
-/// `{}` prints the shortest exact form ("1000.0"); also supports fill/align, sign (`+`, `-`,
-/// space), `0`-padding, width and `.Nf` precision (rounded half-even).
+/// `{}` prints the shortest exact form ("1000.0"). The spec follows fmt's for numbers:
+/// `[[fill]align][sign][0][width][.precision][f]`, where fill is one code point (UTF-8), align is
+/// `<`, `>` or `^` (right by default), sign is `+`, `-` or space, `0` pads with zeros after the
+/// sign (ignored when an align is given), and a precision rounds half-even or pads with zeros;
+/// `f` alone means six digits. Anything else throws `fmt::format_error` (at compile time for
+/// checked format strings).
 template <>
 struct fmt::formatter<safeguards::Decimal> {
-  char fill = ' ';
+  char fill[4] = {' ', '\0', '\0', '\0'};
+  int fill_size = 1;
   char align = '\0'; // '<', '>', '^'; numbers default to right
   char sign = '-';
   bool zero_pad = false;
@@ -383,28 +455,44 @@ struct fmt::formatter<safeguards::Decimal> {
     auto it = ctx.begin();
     auto end = ctx.end();
     auto is_align = [](char c) { return c == '<' || c == '>' || c == '^'; };
-    if (it != end && it + 1 != end && is_align(it[1]) && *it != '}') {
-      fill = *it;
-      align = it[1];
-      it += 2;
-    } else if (it != end && is_align(*it)) {
-      align = *it++;
+    // Without a bound, `{:99999999999}` would overflow int: undefined behaviour, not an error.
+    auto parse_number = [&](int& value) {
+      value = 0;
+      while (it != end && *it >= '0' && *it <= '9') {
+        if (value > (std::numeric_limits<int>::max() - 9) / 10)
+          throw format_error("safeguards::Decimal: number is too big in format specification");
+        value = value * 10 + (*it++ - '0');
+      }
+    };
+    if (it != end && *it != '{' && *it != '}') {
+      auto lead = static_cast<unsigned char>(*it);
+      int len = lead < 0x80           ? 1
+                : (lead >> 5) == 0x6  ? 2
+                : (lead >> 4) == 0xE  ? 3
+                : (lead >> 3) == 0x1E ? 4
+                                      : 1;
+      if (end - it > len && is_align(it[len])) {
+        for (int k = 0; k < len; ++k)
+          fill[k] = it[k];
+        fill_size = len;
+        it += len;
+        align = *it++;
+      }
     }
+    if (align == '\0' && it != end && is_align(*it))
+      align = *it++;
     if (it != end && (*it == '+' || *it == '-' || *it == ' '))
       sign = *it++;
     if (it != end && *it == '0') {
       zero_pad = true;
       ++it;
     }
-    while (it != end && *it >= '0' && *it <= '9')
-      width = width * 10 + (*it++ - '0');
+    parse_number(width);
     if (it != end && *it == '.') {
       ++it;
       if (it == end || *it < '0' || *it > '9')
         throw format_error("safeguards::Decimal: missing precision after '.'");
-      precision = 0;
-      while (it != end && *it >= '0' && *it <= '9')
-        precision = precision * 10 + (*it++ - '0');
+      parse_number(precision);
     }
     if (it != end && *it == 'f') {
       if (precision < 0)
@@ -434,10 +522,15 @@ struct fmt::formatter<safeguards::Decimal> {
       out = std::fill_n(out, pad, '0');
       return std::copy(body.begin(), body.end(), out);
     }
+    auto fill_n = [&](std::size_t n) {
+      for (; n > 0; --n)
+        out = std::copy(fill, fill + fill_size, out);
+    };
     std::size_t left = align == '<' ? 0 : align == '^' ? pad / 2 : pad;
-    out = std::fill_n(out, left, fill);
+    fill_n(left);
     out = std::copy(prefix.begin(), prefix.end(), out);
     out = std::copy(body.begin(), body.end(), out);
-    return std::fill_n(out, pad - left, fill);
+    fill_n(pad - left);
+    return out;
   }
 };
