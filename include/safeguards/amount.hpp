@@ -58,6 +58,40 @@ namespace detail {
       fmt::format("safeguards: \"{}\" is not a valid {} amount", text, type));
 }
 
+// Every amount type reads the same grammar as `Decimal`, `[+-]digits[.digits]` (no fraction for
+// integers), so a budget file means the same whichever type reads it. The number parsers
+// underneath accept more: exponents, "inf", "nan", ".5"; a budget wants none of them.
+constexpr bool is_plain_number(std::string_view s, bool allow_fraction) noexcept {
+  std::size_t i = s.empty() || (s[0] != '+' && s[0] != '-') ? 0 : 1;
+  std::size_t int_digits = 0;
+  for (; i < s.size() && s[i] >= '0' && s[i] <= '9'; ++i)
+    ++int_digits;
+  if (int_digits == 0)
+    return false;
+  if (i == s.size())
+    return true;
+  if (!allow_fraction || s[i] != '.' || ++i == s.size())
+    return false;
+  for (; i < s.size(); ++i)
+    if (s[i] < '0' || s[i] > '9')
+      return false;
+  return true;
+}
+
+// std::from_chars refuses a leading '+', which the grammar above allows.
+constexpr std::string_view without_plus(std::string_view s) noexcept {
+  return !s.empty() && s[0] == '+' ? s.substr(1) : s;
+}
+
+// Results that left the finite range: the `double` analogue of integer overflow.
+constexpr double finite_or_throw(double value, const char* operation) {
+  if (!(value >= -std::numeric_limits<double>::max() &&
+        value <= std::numeric_limits<double>::max()))
+    throw std::overflow_error(std::string("safeguards: double amount ") + operation +
+                              " is not finite");
+  return value;
+}
+
 } // namespace detail
 
 /// `Decimal`: exact, six fractional digits, one `int64_t` wide (so the ledger is lock-free).
@@ -91,10 +125,14 @@ struct amount_traits<std::int64_t> {
   static constexpr std::int64_t quantum() noexcept { return 1; }
 
   static constexpr std::int64_t from_integer(std::int64_t n) noexcept { return n; }
+  /// `[+-]digits`; out-of-range values throw `std::invalid_argument` like any other bad text.
   static std::int64_t parse(std::string_view text) {
+    if (!detail::is_plain_number(text, /*allow_fraction=*/false))
+      detail::throw_amount_parse_error("int64", text);
+    auto digits = detail::without_plus(text);
     std::int64_t value = 0;
-    auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (text.empty() || ec != std::errc() || ptr != text.data() + text.size())
+    auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+    if (ec != std::errc() || ptr != digits.data() + digits.size())
       detail::throw_amount_parse_error("int64", text);
     return value;
   }
@@ -134,32 +172,45 @@ struct amount_traits<BigDecimal> {
   static constexpr bool exact = true;
 
   static BigDecimal from_integer(std::int64_t n) { return BigDecimal(n); }
+  /// `[+-]digits[.digits]`; digits beyond the 50th significant one are rounded.
   static BigDecimal parse(std::string_view text) {
-    // Boost accepts exponents, "inf" and "nan"; a budget wants none of them.
-    bool any_digit = false;
-    for (std::size_t i = 0; i < text.size(); ++i) {
-      char c = text[i];
-      bool sign = (c == '+' || c == '-') && i == 0;
-      if (c >= '0' && c <= '9')
-        any_digit = true;
-      else if (c != '.' && !sign)
-        detail::throw_amount_parse_error("BigDecimal", text);
-    }
-    if (!any_digit || text.find('.') != text.rfind('.'))
+    if (!detail::is_plain_number(text, /*allow_fraction=*/true))
       detail::throw_amount_parse_error("BigDecimal", text);
     return BigDecimal(std::string(text));
   }
+  /// Plain decimal text (never exponent form) with 50 significant digits, at least one of them
+  /// fractional: "1000.0", "0.333...", so that `parse` reads back what `to_string` wrote.
   static std::string to_string(const BigDecimal& a) {
-    // 50 significant digits (the guard digits beyond are noise), never in exponent form.
+    // The guard digits beyond 50 are noise. Boost's fixed format would count digits after the
+    // point instead of significant ones and print 1e-60 as zero, so the scientific form is
+    // taken apart and the point placed here.
     constexpr auto digits = std::numeric_limits<BigDecimal>::digits10;
-    std::string s = a.str(digits, std::ios_base::fmtflags(0));
-    if (s.find('e') != std::string::npos)
-      s = a.str(digits, std::ios_base::fixed);
-    if (s.find('.') == std::string::npos)
-      s += ".0";
-    while (s.back() == '0' && s[s.size() - 2] != '.')
-      s.pop_back();
-    return s;
+    std::string sci = a.str(digits - 1, std::ios_base::scientific); // -d.ddd...e+XX
+    auto e = sci.find('e');
+    bool negative = sci[0] == '-';
+    std::string mantissa;
+    for (std::size_t i = negative ? 1 : 0; i < e; ++i)
+      if (sci[i] != '.')
+        mantissa += sci[i];
+    if (mantissa.find_first_not_of('0') == std::string::npos)
+      return "0.0";
+    long exponent = std::stol(sci.substr(e + 1));
+    std::string out = negative ? "-" : "";
+    if (exponent < 0) {
+      out += "0.";
+      out.append(static_cast<std::size_t>(-exponent - 1), '0');
+      out += mantissa;
+    } else {
+      auto int_digits = static_cast<std::size_t>(exponent) + 1;
+      if (mantissa.size() < int_digits + 1)
+        mantissa.append(int_digits + 1 - mantissa.size(), '0');
+      out += mantissa.substr(0, int_digits);
+      out += '.';
+      out += mantissa.substr(int_digits);
+    }
+    while (out.back() == '0' && out[out.size() - 2] != '.')
+      out.pop_back();
+    return out;
   }
   static BigDecimal mul_div(const BigDecimal& a, std::int64_t num, std::int64_t den) {
     if (den == 0)
@@ -178,22 +229,44 @@ struct amount_traits<double> {
   static constexpr bool exact = false;
 
   static constexpr double from_integer(std::int64_t n) noexcept { return static_cast<double>(n); }
+  /// `[+-]digits[.digits]`; "inf", "nan", exponents and values beyond the range of `double`
+  /// (including those that would underflow to zero) throw `std::invalid_argument`.
   static double parse(std::string_view text) {
+    if (!detail::is_plain_number(text, /*allow_fraction=*/true))
+      detail::throw_amount_parse_error("double", text);
+    auto digits = detail::without_plus(text);
     double value = 0;
-    auto [ptr, ec] =
-        std::from_chars(text.data(), text.data() + text.size(), value, std::chars_format::fixed);
-    if (text.empty() || ec != std::errc() || ptr != text.data() + text.size())
+    auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value,
+                                     std::chars_format::fixed);
+    if (ec != std::errc() || ptr != digits.data() + digits.size())
       detail::throw_amount_parse_error("double", text);
     return value;
   }
-  static std::string to_string(double a) { return fmt::format("{}", a); }
+  /// The shortest text that reads back as the same `double`, in the grammar `parse` accepts:
+  /// 1e20 prints as "100000000000000000000.0", never in exponent form.
+  static std::string to_string(double a) {
+    // Fixed notation of the extremes: 309 integer digits, or 0. and 323 zeros and 17 digits.
+    char buffer[400];
+    auto [ptr, ec] = std::to_chars(buffer, buffer + sizeof buffer, a, std::chars_format::fixed);
+    std::string out(buffer, ec == std::errc() ? ptr : buffer);
+    if (out.find_first_not_of("+-0123456789") == std::string::npos) // not "nan" or "inf"
+      out += ".0";
+    return out;
+  }
+  /// Throws `std::overflow_error` when the result is not finite.
   static double mul_div(double a, std::int64_t num, std::int64_t den) {
     if (den == 0)
       throw std::domain_error("safeguards: mul_div by zero");
-    return a * static_cast<double>(num) / static_cast<double>(den);
+    return detail::finite_or_throw(a * static_cast<double>(num) / static_cast<double>(den),
+                                   "mul_div");
   }
-  static constexpr double add(double a, double b) noexcept { return a + b; }
-  static constexpr double sub(double a, double b) noexcept { return a - b; }
+  /// Throws `std::overflow_error` when the result is not finite (the `double` form of overflow).
+  static constexpr double add(double a, double b) {
+    return detail::finite_or_throw(a + b, "addition");
+  }
+  static constexpr double sub(double a, double b) {
+    return detail::finite_or_throw(a - b, "subtraction");
+  }
   static constexpr double to_double(double a) noexcept { return a; }
 };
 
