@@ -241,6 +241,8 @@ public:
   const CoordinatorOptions& options() const noexcept { return options_; }
   const AllocationPolicy& policy() const noexcept { return policy_; }
   const C& clock() const noexcept { return clock_; }
+  /// The ledger the balances live in (for inspection; change balances through the coordinator).
+  const L& ledger() const noexcept { return ledger_; }
 
   // ---- pools and agents --------------------------------------------------------------------
 

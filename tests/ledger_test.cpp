@@ -1,0 +1,159 @@
+// The ledger on its own: every operation, on the lock-free and the locked cells, and a
+// coordinator running on a ledger of the user's own.
+#include <catch2/catch.hpp>
+#include <cstdint>
+#include <safeguards/coordinator.hpp>
+#include <safeguards/ledger.hpp>
+
+using namespace safeguards;
+
+namespace {
+template <class A>
+A amt(std::int64_t n) {
+  return amount_traits<A>::from_integer(n);
+}
+} // namespace
+
+static_assert(InMemoryLedger<Decimal>::is_lock_free());
+static_assert(InMemoryLedger<std::int64_t>::is_lock_free());
+static_assert(!InMemoryLedger<BigDecimal>::is_lock_free());
+static_assert(!InMemoryLedger<double>::is_lock_free());
+static_assert(Ledger<InMemoryLedger<std::int64_t>>);
+static_assert(Ledger<InMemoryLedger<double>>);
+static_assert(!Ledger<int>);
+
+TEMPLATE_TEST_CASE("ledger debits refuse to cross zero", "[ledger]", Decimal, std::int64_t,
+                   BigDecimal, double) {
+  using A = TestType;
+  InMemoryLedger<A> ledger;
+  auto h = ledger.open(amt<A>(10));
+  CHECK(ledger.debit(h, amt<A>(4)) == LedgerStatus::ok);
+  CHECK(ledger.debit(h, amt<A>(7)) == LedgerStatus::insufficient);
+  auto b = ledger.balance(h);
+  CHECK(b.remaining == amt<A>(6));
+  CHECK(b.used == amt<A>(4));
+  CHECK(b.reserved == amt<A>(0));
+  CHECK(ledger.debit(h, amt<A>(6)) == LedgerStatus::ok);
+  CHECK(ledger.balance(h).remaining == amt<A>(0));
+  CHECK(ledger.debit(h, amt<A>(1)) == LedgerStatus::insufficient);
+}
+
+TEMPLATE_TEST_CASE("ledger reservations settle, refund and charge overage up to zero", "[ledger]",
+                   Decimal, std::int64_t, BigDecimal, double) {
+  using A = TestType;
+  InMemoryLedger<A> ledger;
+  auto h = ledger.open(amt<A>(10));
+  REQUIRE(ledger.reserve(h, amt<A>(4)) == LedgerStatus::ok);
+  CHECK(ledger.balance(h).reserved == amt<A>(4));
+  CHECK(ledger.balance(h).remaining == amt<A>(6));
+
+  SECTION("actual below the hold refunds the rest") {
+    auto s = ledger.settle(h, amt<A>(4), amt<A>(1));
+    CHECK(s.charged == amt<A>(1));
+    CHECK(s.refunded == amt<A>(3));
+    CHECK(s.uncovered == amt<A>(0));
+    CHECK(ledger.balance(h).remaining == amt<A>(9));
+    CHECK(ledger.balance(h).used == amt<A>(1));
+  }
+  SECTION("an overage the balance covers is charged") {
+    auto s = ledger.settle(h, amt<A>(4), amt<A>(7));
+    CHECK(s.charged == amt<A>(7));
+    CHECK(s.uncovered == amt<A>(0));
+    CHECK(ledger.balance(h).remaining == amt<A>(3));
+  }
+  SECTION("an overage beyond the balance is charged to zero, the rest uncovered") {
+    auto s = ledger.settle(h, amt<A>(4), amt<A>(15));
+    CHECK(s.charged == amt<A>(10));
+    CHECK(s.uncovered == amt<A>(5));
+    CHECK(ledger.balance(h).remaining == amt<A>(0));
+    CHECK(ledger.balance(h).used == amt<A>(10));
+  }
+  SECTION("release returns the hold") {
+    CHECK(ledger.release(h, amt<A>(4)));
+    CHECK(ledger.balance(h).remaining == amt<A>(10));
+    CHECK(ledger.balance(h).reserved == amt<A>(0));
+  }
+  SECTION("closing sweeps remaining; the hold comes back to the caller") {
+    auto swept = ledger.close(h);
+    REQUIRE(swept.has_value());
+    CHECK(*swept == amt<A>(6));
+    CHECK_FALSE(ledger.is_open(h));
+    CHECK_FALSE(ledger.close(h).has_value());
+    CHECK(ledger.debit(h, amt<A>(1)) == LedgerStatus::closed);
+    CHECK(ledger.reserve(h, amt<A>(1)) == LedgerStatus::closed);
+    CHECK(ledger.credit(h, amt<A>(1)) == LedgerStatus::closed);
+    SECTION("release") {
+      CHECK_FALSE(ledger.release(h, amt<A>(4)));
+      CHECK(ledger.balance(h).reserved == amt<A>(0));
+    }
+    SECTION("settle") {
+      auto s = ledger.settle(h, amt<A>(4), amt<A>(3));
+      CHECK(s.account_closed);
+      CHECK(s.charged == amt<A>(3));
+      CHECK(s.refunded == amt<A>(1));
+      CHECK(ledger.balance(h).used == amt<A>(3));
+    }
+    CHECK(ledger.balance(h).remaining == amt<A>(0));
+  }
+}
+
+TEMPLATE_TEST_CASE("ledger compare_exchange_remaining and credit", "[ledger]", Decimal,
+                   std::int64_t, BigDecimal, double) {
+  using A = TestType;
+  InMemoryLedger<A> ledger;
+  auto h = ledger.open(amt<A>(10));
+  A expected = amt<A>(9);
+  CHECK_FALSE(ledger.compare_exchange_remaining(h, expected, amt<A>(20)));
+  CHECK(expected == amt<A>(10));
+  CHECK(ledger.compare_exchange_remaining(h, expected, amt<A>(20)));
+  CHECK(ledger.balance(h).remaining == amt<A>(20));
+  CHECK(ledger.credit(h, amt<A>(5)) == LedgerStatus::ok);
+  CHECK(ledger.balance(h).remaining == amt<A>(25));
+  ledger.close(h);
+  A now = amt<A>(0);
+  CHECK_FALSE(ledger.compare_exchange_remaining(h, now, amt<A>(1)));
+}
+
+namespace {
+// A ledger of the user's own: the in-memory one, counting what the coordinator asks of it.
+// Shows that the coordinator needs only the Ledger concept, not std::atomic.
+class CountingLedger {
+public:
+  using amount_type = Decimal;
+  using handle_type = InMemoryLedger<Decimal>::handle_type;
+
+  handle_type open(const Decimal& a) { return inner_.open(a); }
+  std::optional<Decimal> close(handle_type h) noexcept { return inner_.close(h); }
+  LedgerStatus debit(handle_type h, const Decimal& a) noexcept {
+    ++debits;
+    return inner_.debit(h, a);
+  }
+  LedgerStatus reserve(handle_type h, const Decimal& a) noexcept { return inner_.reserve(h, a); }
+  Settlement<Decimal> settle(handle_type h, const Decimal& held, const Decimal& actual) noexcept {
+    return inner_.settle(h, held, actual);
+  }
+  bool release(handle_type h, const Decimal& a) noexcept { return inner_.release(h, a); }
+  LedgerStatus credit(handle_type h, const Decimal& a) noexcept { return inner_.credit(h, a); }
+  bool compare_exchange_remaining(handle_type h, Decimal& e, const Decimal& d) noexcept {
+    return inner_.compare_exchange_remaining(h, e, d);
+  }
+  LedgerBalance<Decimal> balance(handle_type h) const noexcept { return inner_.balance(h); }
+  bool is_open(handle_type h) const noexcept { return inner_.is_open(h); }
+
+  int debits = 0;
+
+private:
+  InMemoryLedger<Decimal> inner_;
+};
+static_assert(Ledger<CountingLedger>);
+} // namespace
+
+TEST_CASE("the coordinator runs on any Ledger", "[ledger][coordinator]") {
+  BasicBudgetCoordinator<Decimal, FixedAllocation, std::chrono::system_clock, CountingLedger> coord;
+  AgentId a = coord.create_agent({.name = "a", .initial_budget = 10_d});
+  CHECK(coord.try_consume(a, 3_d).ok());
+  CHECK(coord.try_consume(a, 8_d).status() == ConsumeStatus::insufficient);
+  CHECK(coord.get_budget(a) == 7_d);
+  CHECK(coord.check_invariants().empty());
+  CHECK(coord.ledger().debits == 2);
+}
