@@ -20,6 +20,7 @@
 #include <safeguards/audit.hpp>
 #include <safeguards/clock.hpp>
 #include <safeguards/consumption.hpp>
+#include <safeguards/detail/shared_slot.hpp>
 #include <safeguards/detail/slot_table.hpp>
 #include <safeguards/errors.hpp>
 #include <safeguards/ids.hpp>
@@ -787,7 +788,7 @@ private:
     PoolId pool;
     std::atomic<std::uint32_t> monitor_count{0};
     std::atomic<std::uint64_t> consume_count{0};
-    std::atomic<std::shared_ptr<const MonitorList>> monitors;
+    detail::SharedSlot<MonitorList> monitors; // not atomic<shared_ptr>: see shared_slot.hpp
     // Held across veto, debit and notification, so observers see one agent's changes once
     // and in order. Monitors run under it: it is never taken while holding `mutex_`.
     std::mutex order_mutex;
@@ -1201,7 +1202,7 @@ private:
   }
 
   template <class Fn>
-  SinkHandle add_sink(std::atomic<std::shared_ptr<const SinkList<Fn>>>& sinks, Fn fn) {
+  SinkHandle add_sink(detail::SharedSlot<SinkList<Fn>>& sinks, Fn fn) {
     std::unique_lock lock(mutex_);
     const std::uint64_t id = next_registration_id_++;
     auto current = sinks.load();
@@ -1272,10 +1273,8 @@ private:
   std::uint64_t next_registration_id_ = 1;
 
   detail::SlotTable<AgentState> table_; // lock-free id -> agent for the hot path
-  std::atomic<std::shared_ptr<const SinkList<std::function<void(const Violation&)>>>>
-      violation_sinks_;
-  std::atomic<std::shared_ptr<const SinkList<std::function<void(const BudgetChange&)>>>>
-      audit_sinks_;
+  detail::SharedSlot<SinkList<std::function<void(const Violation&)>>> violation_sinks_;
+  detail::SharedSlot<SinkList<std::function<void(const BudgetChange&)>>> audit_sinks_;
   std::atomic<std::uint64_t> sink_failures_{0};
   std::atomic<std::size_t> live_reservations_{0};
 };
