@@ -71,17 +71,22 @@ struct StressConfig {
   std::size_t history;       // CoordinatorOptions::history_capacity
   std::int64_t agent_budget; // whole units, per agent at creation
   std::int64_t pool_spare;   // whole units each pool keeps unallocated at the start
+  std::int64_t update_floor; // whole units, the lowest budget update_budget sets
   std::int64_t limit;        // whole units, the SpendingLimit
   bool scarce;               // demand must end up far above supply
 };
 
-// Budgets so large that nothing ever runs short: every refusal would be a bug.
-StressConfig plenty(const char* name, bool monitors) {
+// Budgets so large that nothing ever runs short: every refusal would be a bug. An agent spends
+// about 3 units per operation of each thread, and update_budget never sets less than half of
+// its initial budget.
+StressConfig plenty(const char* name, bool monitors, std::uint64_t ops) {
+  const auto budget = std::max<std::int64_t>(static_cast<std::int64_t>(ops) * 100, 10'000'000);
   return {.name = name,
           .monitors = monitors,
           .history = monitors ? 64u : 0u,
-          .agent_budget = 10'000'000,
-          .pool_spare = 10'000'000,
+          .agent_budget = budget,
+          .pool_spare = budget,
+          .update_floor = budget / 2,
           .limit = 1000,
           .scarce = false};
 }
@@ -95,6 +100,7 @@ StressConfig scarce(const char* name, bool monitors, std::uint64_t ops) {
           .history = monitors ? 64u : 0u,
           .agent_budget = budget,
           .pool_spare = 2 * budget,
+          .update_floor = 0,
           .limit = budget / 2,
           .scarce = true};
 }
@@ -275,7 +281,8 @@ void stress_thread(World& w, const StressConfig& cfg, std::uint64_t seed, std::u
       ++t.releases;
     } else if (op < 95) { // update_budget, up or down
       try {
-        coord.update_budget(agent, raw(between(0, 2 * cfg.agent_budget * unit)), "stress");
+        coord.update_budget(
+            agent, raw(between(cfg.update_floor * unit, 2 * cfg.agent_budget * unit)), "stress");
         ++t.updates;
       } catch (const PoolExhausted&) {
         ++t.updates_refused;
@@ -342,9 +349,9 @@ void run_stress(const StressConfig& cfg, std::uint64_t ops) {
     all.insufficient += t.insufficient;
     all.updates += t.updates;
     all.transfers += t.transfers;
-    CHECK(t.anomalies == 0);
     if (t.anomalies != 0)
       UNSCOPED_INFO("first anomaly: " << t.first_anomaly);
+    CHECK(t.anomalies == 0);
   }
   INFO("updates " << all.updates << ", transfers " << all.transfers << ", insufficient "
                   << all.insufficient << ", denied " << all.denied);
@@ -416,11 +423,13 @@ void run_stress(const StressConfig& cfg, std::uint64_t ops) {
 } // namespace
 
 TEST_CASE("stress: lock-free path, plenty of budget", "[coordinator][concurrency]") {
-  run_stress(plenty("plain/plenty", false), ops_per_thread());
+  const auto ops = ops_per_thread();
+  run_stress(plenty("plain/plenty", false, ops), ops);
 }
 
 TEST_CASE("stress: monitors and history, plenty of budget", "[coordinator][concurrency]") {
-  run_stress(plenty("monitored/plenty", true), ops_per_thread());
+  const auto ops = ops_per_thread();
+  run_stress(plenty("monitored/plenty", true, ops), ops);
 }
 
 TEST_CASE("stress: demand far above supply never overspends", "[coordinator][concurrency]") {
