@@ -92,6 +92,9 @@ struct alignas(cache_line) AtomicCell {
   std::atomic<std::int64_t> remaining{0};
   std::atomic<std::int64_t> used{0};
   std::atomic<std::int64_t> reserved{0};
+  // Debits and settles that charged something. On this line, not the caller's: a counter on a
+  // second contended line costs more than the whole debit when two cores share an account.
+  std::atomic<std::uint64_t> charges{0};
 };
 
 // Fallback for amounts that do not fit one atomic word: a short per-account lock.
@@ -101,6 +104,7 @@ struct alignas(cache_line) LockedCell {
   Amount remaining = amount_zero<Amount>();
   Amount used = amount_zero<Amount>();
   Amount reserved = amount_zero<Amount>();
+  std::uint64_t charges = 0;
   bool open = true;
 };
 
@@ -166,12 +170,12 @@ public:
 
   /// Moves `amount` from remaining to used, unless remaining cannot cover it.
   LedgerStatus debit(handle_type h, const Amount& amount) noexcept {
-    return move_out(h, amount, &Cell::used);
+    return move_out(h, amount, &Cell::used, true);
   }
 
   /// Moves `amount` from remaining to reserved, unless remaining cannot cover it.
   LedgerStatus reserve(handle_type h, const Amount& amount) noexcept {
-    return move_out(h, amount, &Cell::reserved);
+    return move_out(h, amount, &Cell::reserved, false);
   }
 
   /// Settles a reservation of `held` with the `actual` usage: up to `held` is charged from the
@@ -201,8 +205,12 @@ public:
                                                std::memory_order_relaxed))
           break;
       }
-      h->reserved.fetch_sub(held_raw, std::memory_order_acq_rel);
-      h->used.fetch_add(from_hold + extra, std::memory_order_acq_rel);
+      // The CAS above is the linearization point; these counters publish, nothing reads through
+      // them, so release is enough.
+      h->reserved.fetch_sub(held_raw, std::memory_order_release);
+      h->used.fetch_add(from_hold + extra, std::memory_order_release);
+      if (from_hold + extra > 0)
+        h->charges.fetch_add(1, std::memory_order_relaxed);
       s.charged = traits::from_raw(from_hold + extra);
       s.refunded = traits::from_raw(refund);
       s.uncovered = traits::from_raw(overage - extra);
@@ -221,6 +229,8 @@ public:
       h->reserved = traits::sub(h->reserved, held);
       h->used = traits::add(h->used, traits::add(from_hold, extra));
       s.charged = traits::add(from_hold, extra);
+      if (zero < s.charged)
+        ++h->charges;
       s.refunded = refund;
       s.uncovered = traits::sub(overage, extra);
     }
@@ -241,7 +251,7 @@ public:
         }
       } while (!h->remaining.compare_exchange_weak(cur, cur + raw, std::memory_order_acq_rel,
                                                    std::memory_order_relaxed));
-      h->reserved.fetch_sub(raw, std::memory_order_acq_rel);
+      h->reserved.fetch_sub(raw, std::memory_order_release);
       return open;
     } else {
       std::lock_guard lock(h->mutex);
@@ -298,6 +308,17 @@ public:
     }
   }
 
+  /// How many debits and settles charged something (reserves and releases do not count).
+  /// Optional for a `Ledger`: a coordinator counts charges itself when its ledger does not.
+  std::uint64_t charge_count(handle_type h) const noexcept {
+    if constexpr (lock_free)
+      return h->charges.load(std::memory_order_relaxed);
+    else {
+      std::lock_guard lock(h->mutex);
+      return h->charges;
+    }
+  }
+
   /// A snapshot; the three numbers are read one after another, so under concurrent use they
   /// may come from different instants. A closed account reports remaining zero.
   LedgerBalance<Amount> balance(handle_type h) const noexcept {
@@ -314,7 +335,7 @@ public:
 
 private:
   template <class Member>
-  LedgerStatus move_out(handle_type h, const Amount& amount, Member to) noexcept {
+  LedgerStatus move_out(handle_type h, const Amount& amount, Member to, bool charge) noexcept {
     if constexpr (lock_free) {
       const std::int64_t raw = traits::to_raw(amount);
       std::int64_t cur = h->remaining.load(std::memory_order_relaxed);
@@ -325,7 +346,9 @@ private:
           return LedgerStatus::insufficient;
       } while (!h->remaining.compare_exchange_weak(cur, cur - raw, std::memory_order_acq_rel,
                                                    std::memory_order_relaxed));
-      (h->*to).fetch_add(raw, std::memory_order_acq_rel);
+      (h->*to).fetch_add(raw, std::memory_order_release);
+      if (charge)
+        h->charges.fetch_add(1, std::memory_order_relaxed);
       return LedgerStatus::ok;
     } else {
       std::lock_guard lock(h->mutex);
@@ -335,6 +358,8 @@ private:
         return LedgerStatus::insufficient;
       h->remaining = traits::sub(h->remaining, amount);
       h->*to = traits::add(h->*to, amount);
+      if (charge)
+        ++h->charges;
       return LedgerStatus::ok;
     }
   }
