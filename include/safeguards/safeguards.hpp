@@ -5,6 +5,7 @@
 #include <safeguards/allocation.hpp>
 #include <safeguards/amount.hpp>
 #include <safeguards/audit.hpp>
+#include <safeguards/budget.hpp>
 #include <safeguards/clock.hpp>
 #include <safeguards/consumption.hpp>
 #include <safeguards/coordinator.hpp>
