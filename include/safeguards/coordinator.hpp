@@ -236,7 +236,7 @@ public:
 
   ~BasicBudgetCoordinator() {
     // A live Reservation would point into this coordinator after it is gone.
-    assert(live_reservations_.load() == 0 && "a Reservation outlived its BudgetCoordinator");
+    assert(open_reservations() == 0 && "a Reservation outlived its BudgetCoordinator");
   }
 
   const CoordinatorOptions& options() const noexcept { return options_; }
@@ -609,7 +609,7 @@ public:
     if (result.ok()) {
       r.agent_ = a;
       r.held_ = estimate;
-      live_reservations_.fetch_add(1, std::memory_order_relaxed);
+      a->open_reservations.fetch_add(1, std::memory_order_relaxed);
     }
     return r;
   }
@@ -807,6 +807,10 @@ private:
     time_point created{};
     Amount allocated{};
     bool removed = false;
+    // Reservations not yet settled or released, for the destructor's debug check. Per agent and
+    // on a line of its own: one coordinator-wide counter made reservations on different agents
+    // contend (2 threads on 2 agents: 98 ns per reserve+commit instead of 37 ns).
+    alignas(detail::cache_line) std::atomic<std::size_t> open_reservations{0};
   };
 
   struct PoolState {
@@ -1296,7 +1300,13 @@ private:
   detail::SharedSlot<SinkList<std::function<void(const Violation&)>>> violation_sinks_;
   detail::SharedSlot<SinkList<std::function<void(const BudgetChange&)>>> audit_sinks_;
   std::atomic<std::uint64_t> sink_failures_{0};
-  std::atomic<std::size_t> live_reservations_{0};
+
+  std::size_t open_reservations() const noexcept {
+    std::size_t n = 0;
+    for (const auto& a : agents_)
+      n += a.open_reservations.load(std::memory_order_relaxed);
+    return n;
+  }
 };
 
 /// Money set aside for one expensive call: reserve the estimate before, commit the actual
@@ -1395,8 +1405,7 @@ private:
   friend Coordinator;
 
   void finish() noexcept {
-    agent_ = nullptr;
-    coord_->live_reservations_.fetch_sub(1, std::memory_order_relaxed);
+    std::exchange(agent_, nullptr)->open_reservations.fetch_sub(1, std::memory_order_relaxed);
   }
 
   void take(BasicReservation& other) noexcept {

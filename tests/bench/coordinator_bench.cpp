@@ -6,7 +6,8 @@
 //   coordinator/try_consume_one_agent 2 threads on one agent
 //   coordinator/try_consume_two_agents 2 threads, one agent each
 //   coordinator/try_consume_observer  one observer monitor registered on the agent
-//   coordinator/reserve_commit        try_reserve + commit (refunding part of the estimate)
+//   coordinator/reserve_commit        try_reserve + commit (refunding part of the estimate);
+//                                     also 2 threads, one agent each
 //   coordinator/try_consume_history   CoordinatorOptions{.history_capacity = 64}
 //   mutex_map/*                       std::mutex + std::unordered_map<std::string, Decimal>
 //
@@ -106,8 +107,9 @@ BENCHMARK(try_consume_observer)->Name("coordinator/try_consume_observer");
 void reserve_commit(benchmark::State& state) {
   auto& s = plain();
   const Decimal estimate("0.02");
+  const AgentId agent = s.agents[static_cast<std::size_t>(state.thread_index()) % 2];
   for (auto _ : state) {
-    auto r = s.coord.try_reserve(s.agents[1], estimate);
+    auto r = s.coord.try_reserve(agent, estimate);
     if (!r.ok()) {
       state.SkipWithError("try_reserve refused: the budget ran out");
       break;
@@ -118,6 +120,7 @@ void reserve_commit(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(reserve_commit)->Name("coordinator/reserve_commit");
+BENCHMARK(reserve_commit)->Name("coordinator/reserve_commit_two_agents")->Threads(2)->UseRealTime();
 
 void try_consume_history(benchmark::State& state) {
   static Setup s({.history_capacity = 64}, 1);
