@@ -1004,10 +1004,12 @@ private:
 
   void record_history(AgentState& a, const Amount& amount, UsageKind kind,
                       time_point now) noexcept {
-    std::lock_guard lock(a.history_mutex);
+    // The ring's size is fixed before the agent is published, so it is read without the lock:
+    // with history off, monitored consumes no longer lock and unlock for nothing.
     const std::size_t cap = a.history.size();
     if (cap == 0)
       return;
+    std::lock_guard lock(a.history_mutex);
     a.history[a.history_next] = {amount, kind, now};
     a.history_next = (a.history_next + 1) % cap;
     a.history_size = std::min(a.history_size + 1, cap);
