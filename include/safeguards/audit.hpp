@@ -268,16 +268,24 @@ std::vector<BasicBudgetChange<Amount, TimePoint>> read_audit_log(const std::stri
     throw Error(fmt::format("safeguards: cannot read audit file {}", path));
   std::vector<BasicBudgetChange<Amount, TimePoint>> out;
   std::string line;
+  std::size_t number = 0;
   while (std::getline(in, line)) {
+    ++number;
     if (line.empty())
       continue;
-    auto f = detail::parse_flat_json(line);
-    using traits = amount_traits<Amount>;
-    out.push_back({AgentId(std::stoull(f.at("agent"))), std::stoi(f.at("priority")),
-                   traits::parse(f.at("old")), traits::parse(f.at("new")),
-                   traits::parse(f.at("delta")), f.at("reason"),
-                   TimePoint(std::chrono::duration_cast<typename TimePoint::duration>(
-                       std::chrono::microseconds(std::stoll(f.at("timestamp_us")))))});
+    try {
+      auto f = detail::parse_flat_json(line);
+      using traits = amount_traits<Amount>;
+      out.push_back({AgentId(std::stoull(f.at("agent"))), std::stoi(f.at("priority")),
+                     traits::parse(f.at("old")), traits::parse(f.at("new")),
+                     traits::parse(f.at("delta")), f.at("reason"),
+                     TimePoint(std::chrono::duration_cast<typename TimePoint::duration>(
+                         std::chrono::microseconds(std::stoll(f.at("timestamp_us")))))});
+    } catch (const std::exception& e) {
+      // Missing keys and bad numbers surface as one error type, naming where.
+      throw Error(fmt::format("safeguards: {} line {} is not an audit record ({}): {}", path,
+                              number, e.what(), line));
+    }
   }
   return out;
 }
