@@ -218,6 +218,20 @@ TEST_CASE("a vetoing monitor debits nothing", "[coordinator][monitor]") {
   CHECK(coord.check_invariants().empty());
 }
 
+TEST_CASE("a spending limit counts reserved money as spent", "[coordinator][monitor]") {
+  BudgetCoordinator coord;
+  AgentId a = coord.create_agent({.name = "a", .initial_budget = 100_d});
+  auto limit = coord.add_monitor(a, SpendingLimit{Decimal("30.0")});
+  auto first = coord.try_reserve(a, 20_d);
+  REQUIRE(first.ok());
+  // 20 reserved + 15 asked would pass 30, even though nothing is used yet.
+  CHECK(coord.try_reserve(a, 15_d).status() == ConsumeStatus::denied_by_monitor);
+  CHECK(coord.try_consume(a, 15_d).status() == ConsumeStatus::denied_by_monitor);
+  first.commit(10_d); // 10 used, nothing reserved
+  CHECK(coord.try_consume(a, 15_d).ok());
+  CHECK(coord.agent_metrics(a).used_budget == 25_d);
+}
+
 TEST_CASE("the JSON-lines audit sink round-trips through read_audit_log", "[coordinator][audit]") {
   TempFile file;
   std::vector<BudgetChange> seen;

@@ -139,7 +139,7 @@ Amount percent_of(const Amount& value, std::int64_t percent) {
 } // namespace detail
 
 /// The guide's `set_spending_limit`: vetoes any consume or reserve that would take the agent's
-/// total spending (used, plus what is being asked) past `limit`, and reports
+/// total spending (used and reserved, plus what is being asked) past `limit`, and reports
 /// `BudgetLimitExceeded` once per episode (again only after a request has fitted again).
 ///
 /// **Example**
@@ -158,7 +158,10 @@ public:
   bool check(const BasicUsageEvent<Amount, TimePoint>& e, Reporter& reporter) {
     if (e.kind != UsageKind::consume && e.kind != UsageKind::reserve)
       return true;
-    Amount spent = amount_traits<Amount>::add(e.used_before, e.amount);
+    // Reserved money counts as spent: otherwise two reservations that each fit could commit
+    // past the limit together.
+    Amount committed = amount_traits<Amount>::sub(e.allocated, e.remaining_before);
+    Amount spent = amount_traits<Amount>::add(committed, e.amount);
     std::lock_guard lock(state_->mutex);
     if (spent <= limit_) {
       state_->tripped.erase(e.agent);
