@@ -242,15 +242,7 @@ public:
   bool release(handle_type h, const Amount& held) noexcept {
     if constexpr (lock_free) {
       const std::int64_t raw = traits::to_raw(held);
-      std::int64_t cur = h->remaining.load(std::memory_order_relaxed);
-      bool open = true;
-      do {
-        if (cur == detail::AtomicCell::closed) {
-          open = false;
-          break;
-        }
-      } while (!h->remaining.compare_exchange_weak(cur, cur + raw, std::memory_order_acq_rel,
-                                                   std::memory_order_relaxed));
+      bool open = add_unless_closed(h, raw);
       h->reserved.fetch_sub(raw, std::memory_order_release);
       return open;
     } else {
@@ -266,14 +258,7 @@ public:
   /// Adds `amount` to remaining.
   LedgerStatus credit(handle_type h, const Amount& amount) noexcept {
     if constexpr (lock_free) {
-      const std::int64_t raw = traits::to_raw(amount);
-      std::int64_t cur = h->remaining.load(std::memory_order_relaxed);
-      do {
-        if (cur == detail::AtomicCell::closed)
-          return LedgerStatus::closed;
-      } while (!h->remaining.compare_exchange_weak(cur, cur + raw, std::memory_order_acq_rel,
-                                                   std::memory_order_relaxed));
-      return LedgerStatus::ok;
+      return add_unless_closed(h, traits::to_raw(amount)) ? LedgerStatus::ok : LedgerStatus::closed;
     } else {
       std::lock_guard lock(h->mutex);
       if (!h->open)
@@ -334,6 +319,17 @@ public:
   }
 
 private:
+  // remaining += raw, unless the account is closed (its sentinel must never be moved).
+  static bool add_unless_closed(handle_type h, std::int64_t raw) noexcept {
+    std::int64_t cur = h->remaining.load(std::memory_order_relaxed);
+    do {
+      if (cur == detail::AtomicCell::closed)
+        return false;
+    } while (!h->remaining.compare_exchange_weak(cur, cur + raw, std::memory_order_acq_rel,
+                                                 std::memory_order_relaxed));
+    return true;
+  }
+
   template <class Member>
   LedgerStatus move_out(handle_type h, const Amount& amount, Member to, bool charge) noexcept {
     if constexpr (lock_free) {
