@@ -1,5 +1,7 @@
 // Tests of the BudgetAmount concept and the four amount_traits that ship with safeguards.
 // SPDX-License-Identifier: MIT
+#include "support/reference.hpp"
+
 #include <catch2/catch.hpp>
 #include <cstdint>
 #include <limits>
@@ -45,19 +47,11 @@ using user_types::NoTraits;
 
 namespace {
 
+using safeguards_test::what_of;
+
 template <BudgetAmount A>
 constexpr bool accepts_amount() {
   return true;
-}
-
-template <class F>
-std::string what_of(F&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "<no exception>";
 }
 
 } // namespace

@@ -7,6 +7,8 @@
 // documentation promises. SPEC is used as `{:SPEC}`: formatting succeeds or throws
 // fmt::format_error. Anything else (another exception, a wrong value, a sanitizer report) is a
 // finding.
+#include "../support/reference.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -23,32 +25,12 @@ namespace {
 using safeguards::Decimal;
 using safeguards::Rounding;
 
-__extension__ typedef __int128 i128;
-
-constexpr i128 raw_max = std::numeric_limits<std::int64_t>::max();
-constexpr i128 raw_min = std::numeric_limits<std::int64_t>::min();
+using namespace safeguards_test;
 
 [[noreturn]] void fail(const char* what, std::string_view input) {
   std::fprintf(stderr, "decimal_parse_fuzz: %s for input \"%.*s\"\n", what,
                static_cast<int>(input.size()), input.data());
   std::abort();
-}
-
-// n / d, half-even, floor-based (unlike the library, which truncates first).
-i128 div_half_even(i128 n, i128 d) {
-  if (d < 0) {
-    n = -n;
-    d = -d;
-  }
-  i128 q = n / d;
-  i128 r = n % d;
-  if (r < 0) {
-    q -= 1;
-    r += d;
-  }
-  if (2 * r > d || (2 * r == d && (q & 1) != 0))
-    q += 1;
-  return q;
 }
 
 enum class Ref { ok, rejected, unknown };
