@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <safeguards/amount.hpp>
 #include <safeguards/ids.hpp>
 #include <safeguards/violation.hpp>
@@ -130,10 +131,24 @@ auto make_monitor_entry(M monitor) {
   return entry;
 }
 
-// `value * percent / 100`, exact for the exact amount types.
+// The line `percent` % of an allocation draws (exact for the exact amount types), or nothing
+// for an agent with no allocation, which has no line to cross.
 template <class Amount>
-Amount percent_of(const Amount& value, std::int64_t percent) {
-  return amount_traits<Amount>::mul_div(value, percent, 100);
+std::optional<Amount> threshold_line(const Amount& allocated, std::int64_t percent) {
+  if (!(amount_zero<Amount>() < allocated))
+    return std::nullopt;
+  return amount_traits<Amount>::mul_div(allocated, percent, 100);
+}
+
+// The guide's threshold alerts share their details; only the name of the watched value differs.
+template <class Amount, class Reporter>
+void report_threshold(Reporter& reporter, ViolationType type, AlertSeverity severity,
+                      std::string message, const char* value_key, const Amount& value,
+                      const Amount& allocated, std::int64_t percent) {
+  reporter.report(type, severity, std::move(message),
+                  {{value_key, amount_to_string(value)},
+                   {"initial_budget", amount_to_string(allocated)},
+                   {"threshold_percent", std::to_string(percent)}});
 }
 
 } // namespace detail
@@ -195,16 +210,11 @@ struct LowBudgetAlert {
 
   template <class Amount, class TimePoint, class Reporter>
   void observe(const BasicUsageEvent<Amount, TimePoint>& e, Reporter& reporter) const {
-    const Amount zero = amount_zero<Amount>();
-    if (!(zero < e.allocated))
-      return;
-    Amount line = detail::percent_of(e.allocated, percent);
-    if (e.remaining_before > line && e.remaining_after <= line)
-      reporter.report(ViolationType::LowBudget, severity,
-                      fmt::format("Agent budget below {}% threshold", percent),
-                      {{"current_budget", amount_to_string(e.remaining_after)},
-                       {"initial_budget", amount_to_string(e.allocated)},
-                       {"threshold_percent", std::to_string(percent)}});
+    auto line = detail::threshold_line(e.allocated, percent);
+    if (line && e.remaining_before > *line && e.remaining_after <= *line)
+      detail::report_threshold(reporter, ViolationType::LowBudget, severity,
+                               fmt::format("Agent budget below {}% threshold", percent),
+                               "current_budget", e.remaining_after, e.allocated, percent);
   }
 };
 
@@ -216,16 +226,11 @@ struct HighUsageWarning {
 
   template <class Amount, class TimePoint, class Reporter>
   void observe(const BasicUsageEvent<Amount, TimePoint>& e, Reporter& reporter) const {
-    const Amount zero = amount_zero<Amount>();
-    if (!(zero < e.allocated))
-      return;
-    Amount line = detail::percent_of(e.allocated, percent);
-    if (e.used_before <= line && e.used_after > line)
-      reporter.report(ViolationType::HighUsage, severity,
-                      fmt::format("Agent budget usage above {}%", percent),
-                      {{"used_budget", amount_to_string(e.used_after)},
-                       {"initial_budget", amount_to_string(e.allocated)},
-                       {"threshold_percent", std::to_string(percent)}});
+    auto line = detail::threshold_line(e.allocated, percent);
+    if (line && e.used_before <= *line && e.used_after > *line)
+      detail::report_threshold(reporter, ViolationType::HighUsage, severity,
+                               fmt::format("Agent budget usage above {}%", percent), "used_budget",
+                               e.used_after, e.allocated, percent);
   }
 };
 
