@@ -116,7 +116,7 @@ enum class ConsumeStatus : std::uint8_t {
   denied_by_monitor, ///< a monitor vetoed it (or threw, which counts as a veto)
   unknown_agent,     ///< no such agent, or it was removed
   invalid_amount,    ///< zero, negative or not a number
-  reentrant_call,    ///< a monitor of this agent tried to spend from the same agent
+  reentrant_call,    ///< a monitor spent from an agent whose monitors this thread is running
   not_active         ///< the reservation was already settled, released or never granted
 };
 
@@ -1029,7 +1029,7 @@ private:
       }
       return to_consume_status(status);
     }
-    if (in_monitor_of() == &a)
+    if (running_monitors_of(a))
       return ConsumeStatus::reentrant_call;
     std::lock_guard order(a.order_mutex);
     MonitorScope scope(&a);
@@ -1108,7 +1108,7 @@ private:
     const bool monitored = a.monitor_count.load(std::memory_order_acquire) != 0;
     std::unique_lock<std::mutex> order;
     std::optional<MonitorScope> scope;
-    if (monitored && in_monitor_of() != &a) {
+    if (monitored && !running_monitors_of(a)) {
       order = std::unique_lock(a.order_mutex);
       scope.emplace(&a);
     }
@@ -1158,7 +1158,7 @@ private:
     const bool monitored = a.monitor_count.load(std::memory_order_acquire) != 0;
     std::unique_lock<std::mutex> order;
     std::optional<MonitorScope> scope;
-    if (monitored && in_monitor_of() != &a) {
+    if (monitored && !running_monitors_of(a)) {
       order = std::unique_lock(a.order_mutex);
       scope.emplace(&a);
     }
@@ -1266,20 +1266,30 @@ private:
       deliver_to(sinks, c);
   }
 
-  // Which agent's monitors this thread is running, to turn self-deadlock into an error.
-  static const AgentState*& in_monitor_of() noexcept {
-    thread_local const AgentState* current = nullptr;
-    return current;
-  }
+  // The agents whose monitors this thread is running, innermost first, so that a monitor that
+  // spends from any of them (directly, or through another agent's monitor) gets an error
+  // instead of locking a mutex this thread already holds.
   struct MonitorScope {
-    const AgentState* previous;
-    explicit MonitorScope(const AgentState* a) noexcept : previous(in_monitor_of()) {
-      in_monitor_of() = a;
+    const AgentState* agent;
+    const MonitorScope* outer;
+    explicit MonitorScope(const AgentState* a) noexcept : agent(a), outer(innermost()) {
+      innermost() = this;
     }
-    ~MonitorScope() { in_monitor_of() = previous; }
+    ~MonitorScope() { innermost() = outer; }
     MonitorScope(const MonitorScope&) = delete;
     MonitorScope& operator=(const MonitorScope&) = delete;
+
+    static const MonitorScope*& innermost() noexcept {
+      thread_local const MonitorScope* top = nullptr;
+      return top;
+    }
   };
+  static bool running_monitors_of(const AgentState& a) noexcept {
+    for (const MonitorScope* s = MonitorScope::innermost(); s; s = s->outer)
+      if (s->agent == &a)
+        return true;
+    return false;
+  }
 
   CoordinatorOptions options_;
   AllocationPolicy policy_;
