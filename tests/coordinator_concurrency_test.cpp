@@ -207,7 +207,7 @@ void stress_thread(World& w, const StressConfig& cfg, std::uint64_t seed, std::u
 
   // commit: the total actual usage, usually near the estimate, sometimes far above it.
   auto commit = [&](Open& o) {
-    const std::int64_t held = o.res.held().raw(), before = o.res.charged().raw();
+    const std::int64_t held = o.res.held().raw(), before = o.res.settled().raw();
     const std::int64_t estimate = o.res.estimate().raw();
     const std::int64_t actual = between(0, 2 * estimate);
     const std::int64_t rest = std::max<std::int64_t>(actual - before, 0);

@@ -1102,8 +1102,10 @@ private:
   }
 
   // Settles (part of) a reservation; called by Reservation.
+  // `actual` is what this call settles; `usage_total` is the call's whole usage so far, which
+  // is what an Overspend report names.
   CommitResult settle(AgentState& a, const Amount& held, const Amount& actual,
-                      const Amount& estimate) noexcept {
+                      const Amount& estimate, const Amount& usage_total) noexcept {
     CommitResult result;
     const bool monitored = a.monitor_count.load(std::memory_order_acquire) != 0;
     std::unique_lock<std::mutex> order;
@@ -1137,9 +1139,10 @@ private:
       if (overspent)
         reporter.report(ViolationType::Overspend, AlertSeverity::High,
                         fmt::format("Actual usage {} exceeded what {} could pay by {}",
-                                    amount_to_string(actual), a.id, amount_to_string(s.uncovered)),
+                                    amount_to_string(usage_total), a.id,
+                                    amount_to_string(s.uncovered)),
                         {{"estimate", amount_to_string(estimate)},
-                         {"actual", amount_to_string(actual)},
+                         {"actual", amount_to_string(usage_total)},
                          {"charged", amount_to_string(s.charged)},
                          {"uncovered", amount_to_string(s.uncovered)}});
       if (monitored && order.owns_lock()) {
@@ -1361,6 +1364,9 @@ public:
   const Amount& held() const noexcept { return held_; }
   /// What has been charged so far (partial commits included).
   const Amount& charged() const noexcept { return charged_; }
+  /// The usage settled so far: what was charged plus what nobody could pay (`overspent`).
+  /// `commit(actual)` settles only `actual - settled()`.
+  const Amount& settled() const noexcept { return settled_; }
 
   /// Settles with the call's total actual usage (partial commits included): the unused rest
   /// of the estimate is refunded; an overage is charged as far as the balance allows and the
@@ -1376,10 +1382,13 @@ public:
       r.status = ConsumeStatus::invalid_amount;
       return r;
     }
-    // Partial commits already charged part of `actual`; what was spent cannot be un-spent.
-    Amount rest = charged_ < actual ? amount_traits<Amount>::sub(actual, charged_) : z;
-    r = coord_->settle(*agent_, held_, rest, estimate_);
+    // Partial commits already accounted for part of `actual` (charged, or reported as
+    // overspent); what was spent cannot be un-spent, and nothing is reported twice.
+    const bool more = settled_ < actual;
+    Amount rest = more ? amount_traits<Amount>::sub(actual, settled_) : z;
+    r = coord_->settle(*agent_, held_, rest, estimate_, more ? actual : settled_);
     charged_ = amount_traits<Amount>::add(charged_, r.charged);
+    settled_ = amount_traits<Amount>::add(settled_, rest);
     held_ = z;
     finish();
     return r;
@@ -1397,7 +1406,8 @@ public:
       return r;
     }
     Amount from_hold = amount < held_ ? amount : held_;
-    r = coord_->settle(*agent_, from_hold, amount, estimate_);
+    settled_ = amount_traits<Amount>::add(settled_, amount);
+    r = coord_->settle(*agent_, from_hold, amount, estimate_, settled_);
     held_ = amount_traits<Amount>::sub(held_, from_hold);
     charged_ = amount_traits<Amount>::add(charged_, r.charged);
     return r;
@@ -1420,14 +1430,17 @@ private:
     std::exchange(agent_, nullptr)->open_reservations.fetch_sub(1, std::memory_order_relaxed);
   }
 
+  // Leaves `other` as if default-constructed: it holds nothing and reports nothing.
   void take(BasicReservation& other) noexcept {
-    coord_ = other.coord_;
+    const Amount z = amount_zero<Amount>();
+    coord_ = std::exchange(other.coord_, nullptr);
     agent_ = std::exchange(other.agent_, nullptr);
-    agent_id_ = other.agent_id_;
-    estimate_ = other.estimate_;
-    held_ = other.held_;
-    charged_ = other.charged_;
-    status_ = other.status_;
+    agent_id_ = std::exchange(other.agent_id_, AgentId{});
+    estimate_ = std::exchange(other.estimate_, z);
+    held_ = std::exchange(other.held_, z);
+    charged_ = std::exchange(other.charged_, z);
+    settled_ = std::exchange(other.settled_, z);
+    status_ = std::exchange(other.status_, ConsumeStatus::not_active);
   }
 
   Coordinator* coord_ = nullptr;
@@ -1436,6 +1449,7 @@ private:
   Amount estimate_{};
   Amount held_{};
   Amount charged_{};
+  Amount settled_{};
   ConsumeStatus status_ = ConsumeStatus::not_active;
 };
 
