@@ -935,7 +935,6 @@ TEST_CASE("violation types format as the guide names them", "[violation][fmt]") 
 }
 
 TEST_CASE("alert severities format as the guide names them", "[violation][fmt]") {
-
   auto [severity, severity_name] = GENERATE(table<AlertSeverity, std::string>({
       {AlertSeverity::Info, "INFO"},
       {AlertSeverity::Low, "LOW"},
