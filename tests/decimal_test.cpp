@@ -3,6 +3,7 @@
 #include "support/reference.hpp"
 
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <cstdint>
 #include <fmt/format.h>
 #include <limits>
@@ -223,6 +224,36 @@ TEST_CASE("every bad input throws invalid_argument naming the input", "[decimal]
   for (char c : bad)
     shown += static_cast<unsigned char>(c) < 0x20 ? fmt::format("\\x{:02x}", c) : std::string(1, c);
   CHECK(message.find('"' + shown + '"') != std::string::npos);
+}
+
+TEST_CASE("Decimal's errors are safeguards::Error and the standard exception",
+          "[decimal][errors]") {
+  // One catch clause for everything the library throws, without losing the standard types.
+  auto kind_of = [](auto&& f) {
+    try {
+      f();
+    } catch (const safeguards::Error& e) {
+      const auto* std_base = dynamic_cast<const std::exception*>(&e);
+      return std::string(std_base ? "safeguards::Error+std" : "safeguards::Error");
+    } catch (const std::exception&) {
+      return std::string("std only");
+    }
+    return std::string("nothing");
+  };
+  CHECK(kind_of([] { (void)Decimal("12,5"); }) == "safeguards::Error+std");
+  CHECK(kind_of([] { (void)(Decimal::max() + Decimal::epsilon()); }) == "safeguards::Error+std");
+  CHECK(kind_of([] { (void)(1_d / Decimal()); }) == "safeguards::Error+std");
+  CHECK(kind_of([] { (void)Decimal::from_double(1e300); }) == "safeguards::Error+std");
+  CHECK(kind_of([] { (void)Decimal::from_double(std::nan("")); }) == "safeguards::Error+std");
+  CHECK_THROWS_AS(Decimal("12,5"), safeguards::MalformedAmount);
+  CHECK_THROWS_AS(Decimal("12,5"), std::invalid_argument);
+  CHECK_THROWS_AS(Decimal::max() * 2_d, safeguards::AmountOverflow);
+  CHECK_THROWS_AS(Decimal::max() * 2_d, std::overflow_error);
+  CHECK_THROWS_AS(1_d / Decimal(), safeguards::DivisionByZero);
+  CHECK_THROWS_AS(1_d / Decimal(), std::domain_error);
+  // Never ambiguous: exactly one std::exception base.
+  CHECK_THROWS_AS(Decimal("x"), std::exception);
+  CHECK_THROWS_WITH(Decimal("x"), Catch::Contains("\"x\""));
 }
 
 TEST_CASE("parse errors say what is wrong", "[decimal][text]") {

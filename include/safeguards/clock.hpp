@@ -7,6 +7,7 @@
 #include <concepts>
 #include <cstdint>
 #include <memory>
+#include <safeguards/errors.hpp>
 #include <stdexcept>
 
 namespace safeguards {
@@ -54,7 +55,7 @@ public:
   /// Moves time forward; a negative step would break steadiness and throws.
   void advance(duration step) {
     if (step < duration::zero())
-      throw std::invalid_argument("safeguards::ManualClock: cannot go back in time");
+      throw InvalidArgument("safeguards::ManualClock: cannot go back in time");
     now_->fetch_add(step.count());
   }
 
@@ -64,7 +65,7 @@ public:
     rep current = now_->load();
     do {
       if (target < current)
-        throw std::invalid_argument("safeguards::ManualClock: cannot go back in time");
+        throw InvalidArgument("safeguards::ManualClock: cannot go back in time");
     } while (!now_->compare_exchange_weak(current, target));
   }
 

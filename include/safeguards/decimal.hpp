@@ -11,6 +11,7 @@
 #include <functional>
 #include <limits>
 #include <ostream>
+#include <safeguards/errors.hpp>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -164,17 +165,17 @@ constexpr ParseResult parse_decimal(std::string_view s, Rounding rounding,
     quoted += "... (" + std::to_string(input.size()) + " bytes)";
   switch (status) {
   case ParseStatus::empty:
-    throw std::invalid_argument("safeguards::Decimal: " + quoted + " is empty, not a number");
+    throw MalformedAmount("safeguards::Decimal: " + quoted + " is empty, not a number");
   case ParseStatus::too_precise:
-    throw std::invalid_argument("safeguards::Decimal: " + quoted +
-                                " has more than 6 fractional digits (use Rounding::half_even "
-                                "to round)");
+    throw MalformedAmount("safeguards::Decimal: " + quoted +
+                          " has more than 6 fractional digits (use Rounding::half_even "
+                          "to round)");
   case ParseStatus::out_of_range:
-    throw std::invalid_argument("safeguards::Decimal: " + quoted +
-                                " is out of range (|value| <= 9223372036854.775807)");
+    throw MalformedAmount("safeguards::Decimal: " + quoted +
+                          " is out of range (|value| <= 9223372036854.775807)");
   default:
-    throw std::invalid_argument("safeguards::Decimal: " + quoted +
-                                " is not a decimal number (expected [+-]digits[.digits])");
+    throw MalformedAmount("safeguards::Decimal: " + quoted +
+                          " is not a decimal number (expected [+-]digits[.digits])");
   }
 }
 
@@ -183,6 +184,15 @@ constexpr ParseResult parse_decimal(std::string_view s, Rounding rounding,
 inline void decimal_literal_is_malformed() {}
 inline void decimal_literal_has_more_than_6_fractional_digits() {}
 inline void decimal_literal_is_out_of_range() {}
+inline void decimal_literal_with_a_leading_zero_is_octal_in_cpp() {}
+
+// C++ reads an integer literal with a leading zero (`010`, `0'7`) as octal; a floating literal
+// (`010.5`) is decimal whatever its leading zeros.
+constexpr bool is_octal_literal(std::string_view s) noexcept {
+  if (s.size() < 2 || s[0] != '0' || s.find('.') != std::string_view::npos)
+    return false;
+  return s.find_first_of("0123456789", 1) != std::string_view::npos;
+}
 
 } // namespace detail
 
@@ -190,7 +200,8 @@ inline void decimal_literal_is_out_of_range() {}
 ///
 /// Stored as one `std::int64_t` counting millionths, so it fits in a lock-free atomic and
 /// compares and adds exactly. Multiplication and division round half-even through a 128-bit
-/// intermediate. Every operation that would leave the range throws `std::overflow_error`;
+/// intermediate. Every operation that would leave the range throws `AmountOverflow` (a
+/// `std::overflow_error`);
 /// nothing wraps. There is deliberately no implicit conversion from `double`: use
 /// `Decimal::from_double` when you really mean it.
 ///
@@ -212,7 +223,7 @@ public:
   constexpr Decimal() noexcept = default;
 
   /// Integers convert implicitly and exactly; values beyond ±9223372036854 throw
-  /// `std::overflow_error`. `bool` and character types are not amounts and do not convert.
+  /// `AmountOverflow`. `bool` and character types are not amounts and do not convert.
   template <std::integral I>
   requires(!std::same_as<I, bool> && !detail::character_type<I>) constexpr Decimal(I value)
       : raw_(from_integer(value)) {} // NOLINT(google-explicit-constructor)
@@ -221,7 +232,8 @@ public:
   template <std::floating_point F>
   Decimal(F) = delete;
 
-  /// Parses `[+-]digits[.digits]`; throws `std::invalid_argument` naming the input. Usable in
+  /// Parses `[+-]digits[.digits]`; throws `MalformedAmount` (a
+  /// `std::invalid_argument` and a `safeguards::Error`) naming the input. Usable in
   /// constant expressions, where bad text is a compile error.
   constexpr explicit Decimal(std::string_view text) : Decimal(parse(text)) {}
   constexpr explicit Decimal(const char* text) : Decimal(checked_view(text)) {}
@@ -240,14 +252,14 @@ public:
   static Decimal from_double(double value) {
     if (!(value == value) || value == std::numeric_limits<double>::infinity() ||
         value == -std::numeric_limits<double>::infinity())
-      throw std::invalid_argument("safeguards::Decimal::from_double: " + fmt::format("{}", value) +
-                                  " is not finite");
+      throw InvalidArgument("safeguards::Decimal::from_double: " + fmt::format("{}", value) +
+                            " is not finite");
     // fmt rounds the exact binary value to six digits in one step; value * 1e6 would round twice.
     auto text = fmt::format("{:.6f}", value);
     auto result = detail::parse_decimal(text, Rounding::half_even);
     if (result.status != detail::ParseStatus::ok)
-      throw std::overflow_error("safeguards::Decimal::from_double: " + fmt::format("{}", value) +
-                                " is out of range");
+      throw AmountOverflow("safeguards::Decimal::from_double: " + fmt::format("{}", value) +
+                           " is out of range");
     return from_raw(result.raw);
   }
 
@@ -291,20 +303,20 @@ public:
   constexpr Decimal operator+() const noexcept { return *this; }
   constexpr Decimal operator-() const {
     if (raw_ == std::numeric_limits<rep>::min())
-      throw std::overflow_error("safeguards::Decimal: negation overflows");
+      throw AmountOverflow("safeguards::Decimal: negation overflows");
     return from_raw(-raw_);
   }
 
   friend constexpr Decimal operator+(Decimal a, Decimal b) {
     rep r = 0;
     if (__builtin_add_overflow(a.raw_, b.raw_, &r))
-      throw std::overflow_error("safeguards::Decimal: addition overflows");
+      throw AmountOverflow("safeguards::Decimal: addition overflows");
     return from_raw(r);
   }
   friend constexpr Decimal operator-(Decimal a, Decimal b) {
     rep r = 0;
     if (__builtin_sub_overflow(a.raw_, b.raw_, &r))
-      throw std::overflow_error("safeguards::Decimal: subtraction overflows");
+      throw AmountOverflow("safeguards::Decimal: subtraction overflows");
     return from_raw(r);
   }
   friend Decimal operator*(Decimal a, Decimal b) {
@@ -313,7 +325,7 @@ public:
   }
   friend Decimal operator/(Decimal a, Decimal b) {
     if (b.raw_ == 0)
-      throw std::domain_error("safeguards::Decimal: division by zero");
+      throw DivisionByZero("safeguards::Decimal: division by zero");
     wide numerator = wide(a.raw_) * scale; // |numerator| < 2^83
     return narrow(detail::div_round_half_even(numerator, wide(b.raw_)), "division");
   }
@@ -326,7 +338,7 @@ public:
   /// `a * num / den` with a single rounding (half-even): the building block for exact shares.
   static Decimal mul_div(Decimal a, rep num, rep den) {
     if (den == 0)
-      throw std::domain_error("safeguards::Decimal::mul_div: division by zero");
+      throw DivisionByZero("safeguards::Decimal::mul_div: division by zero");
     return narrow(detail::div_round_half_even(wide(a.raw_) * num, wide(den)), "mul_div");
   }
 
@@ -338,7 +350,7 @@ private:
   // A null pointer would be undefined behaviour in std::string_view; make it a parse error.
   static constexpr std::string_view checked_view(const char* text) {
     if (text == nullptr)
-      throw std::invalid_argument("safeguards::Decimal: null pointer is not a number");
+      throw MalformedAmount("safeguards::Decimal: null pointer is not a number");
     return text;
   }
 
@@ -346,14 +358,14 @@ private:
   static constexpr rep from_integer(I value) {
     rep r = 0;
     if (__builtin_mul_overflow(value, scale, &r))
-      throw std::overflow_error("safeguards::Decimal: integer " + std::to_string(value) +
-                                " is out of range");
+      throw AmountOverflow("safeguards::Decimal: integer " + std::to_string(value) +
+                           " is out of range");
     return r;
   }
 
   static Decimal narrow(const wide& value, const char* what) {
     if (value > std::numeric_limits<rep>::max() || value < std::numeric_limits<rep>::min())
-      throw std::overflow_error(std::string("safeguards::Decimal: ") + what + " overflows");
+      throw AmountOverflow(std::string("safeguards::Decimal: ") + what + " overflows");
     return from_raw(static_cast<rep>(value));
   }
 
@@ -397,7 +409,7 @@ private:
   rep raw_ = 0;
 };
 
-/// Absolute value; throws `std::overflow_error` for `Decimal::min()`.
+/// Absolute value; throws `AmountOverflow` for `Decimal::min()`.
 constexpr Decimal abs(Decimal d) {
   return d < Decimal() ? -d : d;
 }
@@ -405,8 +417,11 @@ constexpr Decimal abs(Decimal d) {
 inline namespace literals {
 /// `12.5_d`, `1000_d`: checked at compile time.
 /// Digit separators are allowed (`1'000'000.0_d`); more than six fractional digits, values out of
-/// range and integer literals in other bases (`0x10_d`) do not compile.
+/// range and integer literals in other bases (`0x10_d`, `0b1_d`, and octal `010_d`, which C++
+/// reads as 8) do not compile.
 consteval Decimal operator""_d(const char* text) {
+  if (detail::is_octal_literal(text))
+    detail::decimal_literal_with_a_leading_zero_is_octal_in_cpp();
   auto result = detail::parse_decimal(text, Rounding::reject, /*literal=*/true);
   switch (result.status) {
   case detail::ParseStatus::ok:

@@ -1,23 +1,70 @@
-// safeguards: the exceptions management calls throw. The hot path never throws.
+// safeguards: the exceptions the library throws. The hot path never throws.
 // SPDX-License-Identifier: MIT
 #pragma once
 
 #include <stdexcept>
+#include <string>
 
 namespace safeguards {
 inline namespace v1 {
 
-/// Base of every error safeguards throws from its budget layer; the message names the offending
-/// id or value. (Decimal, which knows nothing of budgets, throws the standard exceptions.)
-class Error : public std::runtime_error {
+/// What every exception safeguards throws has in common: `catch (const safeguards::Error& e)`
+/// catches them all, from a malformed `Decimal` to an unknown agent, and `e.what()` names the
+/// offending id or value.
+///
+/// `Error` is a mixin, not a `std::exception`: each concrete error also derives from exactly one
+/// standard exception, the one a C++ programmer would expect (`InvalidArgument` is a
+/// `std::invalid_argument`, `AmountOverflow` a `std::overflow_error`, ...), so existing
+/// `catch (const std::invalid_argument&)` code keeps working and `catch (const std::exception&)`
+/// is never ambiguous.
+///
+/// **Example**
+/// ```
+/// try {
+///   coord.update_budget(agent, Decimal(user_text), "from the console");
+/// } catch (const safeguards::Error& e) {
+///   fmt::print("refused: {}\n", e.what());
+/// }
+/// ```
+class Error {
 public:
-  using std::runtime_error::runtime_error;
+  virtual ~Error() = default;
+  virtual const char* what() const noexcept = 0;
+
+protected:
+  Error() = default;
+  Error(const Error&) = default;
+  Error& operator=(const Error&) = default;
 };
 
-/// A value that can never be right: a negative budget, a negative duration, a zero amount.
-class InvalidArgument : public Error {
+namespace detail {
+// Joins a standard exception and `Error`; its `what` overrides both bases' at once.
+template <class Std>
+class StdError : public Std, public Error {
 public:
-  using Error::Error;
+  explicit StdError(const std::string& message) : Std(message) {}
+  explicit StdError(const char* message) : Std(message) {}
+  const char* what() const noexcept override { return Std::what(); }
+};
+} // namespace detail
+
+/// A failure outside the caller's control: a file that cannot be opened or written.
+class IoError : public detail::StdError<std::runtime_error> {
+public:
+  using StdError::StdError;
+};
+
+/// A value that can never be right: a negative budget, a negative duration, a zero amount, a
+/// percent outside 0..100.
+class InvalidArgument : public detail::StdError<std::invalid_argument> {
+public:
+  using StdError::StdError;
+};
+
+/// Text that is not an amount: `Decimal("12,5")`, an empty string, too many fractional digits.
+class MalformedAmount : public InvalidArgument {
+public:
+  using InvalidArgument::InvalidArgument;
 };
 
 /// A priority outside 1..10.
@@ -26,10 +73,22 @@ public:
   using InvalidArgument::InvalidArgument;
 };
 
-/// An id that was never issued, or whose agent or pool was removed.
-class UnknownId : public Error {
+/// Arithmetic whose result the amount type cannot hold. Nothing ever wraps.
+class AmountOverflow : public detail::StdError<std::overflow_error> {
 public:
-  using Error::Error;
+  using StdError::StdError;
+};
+
+/// Division (or a share) by zero.
+class DivisionByZero : public detail::StdError<std::domain_error> {
+public:
+  using StdError::StdError;
+};
+
+/// An id that was never issued, or whose agent or pool was removed.
+class UnknownId : public detail::StdError<std::runtime_error> {
+public:
+  using StdError::StdError;
 };
 
 class UnknownAgent : public UnknownId {
@@ -43,27 +102,27 @@ public:
 };
 
 /// A name already taken by another agent or pool.
-class DuplicateName : public Error {
+class DuplicateName : public detail::StdError<std::runtime_error> {
 public:
-  using Error::Error;
+  using StdError::StdError;
 };
 
 /// A pool that cannot cover what was asked of it; nothing was changed.
-class PoolExhausted : public Error {
+class PoolExhausted : public detail::StdError<std::runtime_error> {
 public:
-  using Error::Error;
+  using StdError::StdError;
 };
 
 /// A throwing consume that the balance could not cover, or that a monitor vetoed.
-class BudgetExceeded : public Error {
+class BudgetExceeded : public detail::StdError<std::runtime_error> {
 public:
-  using Error::Error;
+  using StdError::StdError;
 };
 
 /// Configuration from the environment that cannot be used as it is.
-class ConfigError : public Error {
+class ConfigError : public detail::StdError<std::runtime_error> {
 public:
-  using Error::Error;
+  using StdError::StdError;
 };
 
 } // namespace v1
