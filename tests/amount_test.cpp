@@ -101,7 +101,7 @@ static_assert(!BudgetAmount<HalfAmount>, "traits without the operations are not 
 static_assert(!BudgetAmount<void>);
 static_assert(!BudgetAmount<Decimal&>);
 static_assert(amount_traits<Decimal>::exact && amount_traits<std::int64_t>::exact &&
-              amount_traits<BigDecimal>::exact && !amount_traits<double>::exact);
+              !amount_traits<BigDecimal>::exact && !amount_traits<double>::exact);
 static_assert(amount_traits<Decimal>::to_raw(Decimal("0.5")) == 500'000 &&
               amount_traits<Decimal>::from_raw(7) == Decimal::from_raw(7));
 
@@ -229,6 +229,44 @@ TEST_CASE("the exact amounts round mul_div half-even", "[amount][rounding]") {
     CHECK(D::sub(total, sum) == amount_traits<Decimal>::quantum()); // one quantum left to give
     CHECK(amount_traits<Decimal>::quantum() == Decimal::epsilon());
     CHECK(amount_traits<std::int64_t>::quantum() == 1);
+  }
+}
+
+// `exact` promises that add and sub never round and that mul_div rounds to whole quanta, which
+// is what lets a split hand out its remainder step by step and add up to the last digit. Each
+// type's flag is checked against what its arithmetic does, over magnitudes far apart.
+TEMPLATE_TEST_CASE("the exact flag tells the truth", "[amount][exact]", Decimal, std::int64_t,
+                   BigDecimal, double) {
+  using T = amount_traits<TestType>;
+  auto parse = [](std::string s) {
+    if constexpr (std::is_same_v<TestType, std::int64_t>)
+      s = s.substr(0, s.find('.'));
+    return T::parse(s);
+  };
+  // Pairs whose sum an exact type must not round: small beside the largest it can hold (for
+  // the unbounded BigDecimal, 80 digits apart).
+  const std::string big = std::is_same_v<TestType, Decimal>        ? "9000000000000.0"
+                          : std::is_same_v<TestType, std::int64_t> ? "9000000000000000000"
+                                                                   : "1" + std::string(80, '0');
+  const std::string small = std::is_same_v<TestType, std::int64_t> ? "1" : "0.000001";
+  auto a = parse(big);
+  auto b = parse(small);
+  const bool sums_exact = T::sub(T::add(a, b), a) == b;
+  // 1/3 of a total, three times, plus the remainder must be the total; the remainder must be
+  // whole quanta (for the quantum types) so that it can be handed out.
+  auto total = parse("100.0");
+  auto third = T::mul_div(total, 1, 3);
+  auto rest = T::sub(total, T::add(T::add(third, third), third));
+  const bool shares_exact = T::add(T::add(T::add(third, third), third), rest) == total;
+  if constexpr (T::exact) {
+    CHECK(sums_exact);
+    CHECK(shares_exact);
+    CHECK(T::mul_div(rest, 1, 1) == rest);
+    CHECK(!(rest < amount_zero<TestType>()));
+    CHECK(T::mul_div(T::quantum(), 1, 1) == T::quantum());
+  } else {
+    // An inexact type must really lose something somewhere, or its flag would be pessimistic.
+    CHECK_FALSE((sums_exact && shares_exact));
   }
 }
 

@@ -5,10 +5,12 @@
 #include <boost/multiprecision/cpp_dec_float.hpp>
 #include <boost/multiprecision/cpp_int.hpp>
 #include <charconv>
+#include <cmath>
 #include <concepts>
 #include <cstdint>
 #include <fmt/format.h>
 #include <limits>
+#include <optional>
 #include <safeguards/decimal.hpp>
 #include <stdexcept>
 #include <string>
@@ -41,6 +43,8 @@ struct amount_traits;
 template <class T>
 concept BudgetAmount = std::regular<T> && std::totally_ordered<T> &&
     requires(const T& a, const T& b, std::int64_t n, std::string_view text) {
+  // True when add and sub never round and mul_div rounds to a whole number of `quantum()`s, so
+  // that the remainder of any split is exact and can be handed out step by step.
   { amount_traits<T>::exact } -> std::convertible_to<bool>;
   { amount_traits<T>::from_integer(n) } -> std::same_as<T>;
   { amount_traits<T>::parse(text) } -> std::same_as<T>;
@@ -54,8 +58,7 @@ concept BudgetAmount = std::regular<T> && std::totally_ordered<T> &&
 namespace detail {
 
 [[noreturn]] inline void throw_amount_parse_error(std::string_view type, std::string_view text) {
-  throw std::invalid_argument(
-      fmt::format("safeguards: \"{}\" is not a valid {} amount", text, type));
+  throw MalformedAmount(fmt::format("safeguards: \"{}\" is not a valid {} amount", text, type));
 }
 
 // Every amount type reads the same grammar as `Decimal`, `[+-]digits[.digits]` (no fraction for
@@ -87,8 +90,7 @@ constexpr std::string_view without_plus(std::string_view s) noexcept {
 constexpr double finite_or_throw(double value, const char* operation) {
   if (!(value >= -std::numeric_limits<double>::max() &&
         value <= std::numeric_limits<double>::max()))
-    throw std::overflow_error(std::string("safeguards: double amount ") + operation +
-                              " is not finite");
+    throw AmountOverflow(std::string("safeguards: double amount ") + operation + " is not finite");
   return value;
 }
 
@@ -125,7 +127,7 @@ struct amount_traits<std::int64_t> {
   static constexpr std::int64_t quantum() noexcept { return 1; }
 
   static constexpr std::int64_t from_integer(std::int64_t n) noexcept { return n; }
-  /// `[+-]digits`; out-of-range values throw `std::invalid_argument` like any other bad text.
+  /// `[+-]digits`; out-of-range values throw `MalformedAmount` like any other bad text.
   static std::int64_t parse(std::string_view text) {
     if (!detail::is_plain_number(text, /*allow_fraction=*/false))
       detail::throw_amount_parse_error("int64", text);
@@ -140,23 +142,23 @@ struct amount_traits<std::int64_t> {
   static std::int64_t mul_div(std::int64_t a, std::int64_t num, std::int64_t den) {
     using wide = boost::multiprecision::int128_t;
     if (den == 0)
-      throw std::domain_error("safeguards: mul_div by zero");
+      throw DivisionByZero("safeguards: mul_div by zero");
     wide q = detail::div_round_half_even(wide(a) * num, wide(den));
     if (q > std::numeric_limits<std::int64_t>::max() ||
         q < std::numeric_limits<std::int64_t>::min())
-      throw std::overflow_error("safeguards: int64 amount overflows in mul_div");
+      throw AmountOverflow("safeguards: int64 amount overflows in mul_div");
     return static_cast<std::int64_t>(q);
   }
   static constexpr std::int64_t add(std::int64_t a, std::int64_t b) {
     std::int64_t r = 0;
     if (__builtin_add_overflow(a, b, &r))
-      throw std::overflow_error("safeguards: int64 amount addition overflows");
+      throw AmountOverflow("safeguards: int64 amount addition overflows");
     return r;
   }
   static constexpr std::int64_t sub(std::int64_t a, std::int64_t b) {
     std::int64_t r = 0;
     if (__builtin_sub_overflow(a, b, &r))
-      throw std::overflow_error("safeguards: int64 amount subtraction overflows");
+      throw AmountOverflow("safeguards: int64 amount subtraction overflows");
     return r;
   }
   static constexpr double to_double(std::int64_t a) noexcept { return static_cast<double>(a); }
@@ -165,11 +167,14 @@ struct amount_traits<std::int64_t> {
   static constexpr std::int64_t from_raw(std::int64_t raw) noexcept { return raw; }
 };
 
-/// `BigDecimal`: 50 significant digits. Sums of amounts of similar size are exact; shares are
-/// rounded to 50 digits and the last share takes the remainder so splits still add up.
+/// `BigDecimal`: 50 significant digits, and therefore **not** `exact`: a sum whose operands
+/// differ by more than 50 digits rounds (10^40 + 10^-20 - 10^40 is 0), and a share such as
+/// 1/3 is rounded to 50 significant digits rather than to a fixed quantum, so the remainder of
+/// a split cannot always be handed out in whole steps. Splits of `BigDecimal` amounts add up to
+/// 50 significant digits, not to the last digit.
 template <>
 struct amount_traits<BigDecimal> {
-  static constexpr bool exact = true;
+  static constexpr bool exact = false;
 
   static BigDecimal from_integer(std::int64_t n) { return BigDecimal(n); }
   /// `[+-]digits[.digits]`; digits beyond the 50th significant one are rounded.
@@ -214,12 +219,13 @@ struct amount_traits<BigDecimal> {
   }
   static BigDecimal mul_div(const BigDecimal& a, std::int64_t num, std::int64_t den) {
     if (den == 0)
-      throw std::domain_error("safeguards: mul_div by zero");
+      throw DivisionByZero("safeguards: mul_div by zero");
     return a * num / den;
   }
   static BigDecimal add(const BigDecimal& a, const BigDecimal& b) { return a + b; }
   static BigDecimal sub(const BigDecimal& a, const BigDecimal& b) { return a - b; }
   static double to_double(const BigDecimal& a) { return a.convert_to<double>(); }
+  static bool is_finite(const BigDecimal& a) noexcept { return boost::multiprecision::isfinite(a); }
 };
 
 /// `double`: **inexact**, offered for interoperability with code that already counts in
@@ -230,7 +236,7 @@ struct amount_traits<double> {
 
   static constexpr double from_integer(std::int64_t n) noexcept { return static_cast<double>(n); }
   /// `[+-]digits[.digits]`; "inf", "nan", exponents and values beyond the range of `double`
-  /// (including those that would underflow to zero) throw `std::invalid_argument`.
+  /// (including those that would underflow to zero) throw `MalformedAmount`.
   static double parse(std::string_view text) {
     if (!detail::is_plain_number(text, /*allow_fraction=*/true))
       detail::throw_amount_parse_error("double", text);
@@ -253,14 +259,14 @@ struct amount_traits<double> {
       out += ".0";
     return out;
   }
-  /// Throws `std::overflow_error` when the result is not finite.
+  /// Throws `AmountOverflow` when the result is not finite.
   static double mul_div(double a, std::int64_t num, std::int64_t den) {
     if (den == 0)
-      throw std::domain_error("safeguards: mul_div by zero");
+      throw DivisionByZero("safeguards: mul_div by zero");
     return detail::finite_or_throw(a * static_cast<double>(num) / static_cast<double>(den),
                                    "mul_div");
   }
-  /// Throws `std::overflow_error` when the result is not finite (the `double` form of overflow).
+  /// Throws `AmountOverflow` when the result is not finite (the `double` form of overflow).
   static constexpr double add(double a, double b) {
     return detail::finite_or_throw(a + b, "addition");
   }
@@ -268,12 +274,37 @@ struct amount_traits<double> {
     return detail::finite_or_throw(a - b, "subtraction");
   }
   static constexpr double to_double(double a) noexcept { return a; }
+  static bool is_finite(double a) noexcept { return std::isfinite(a); }
 };
 
 /// Zero of any amount type.
 template <BudgetAmount A>
 A amount_zero() {
   return amount_traits<A>::from_integer(0);
+}
+
+/// False for NaN and the infinities of the floating amount types; always true for the others.
+/// Traits may say how with `static bool is_finite(const T&)`; without it, a value that does not
+/// equal itself (NaN) is the only one refused.
+template <BudgetAmount A>
+bool amount_is_finite(const A& a) noexcept {
+  if constexpr (requires {
+                  { amount_traits<A>::is_finite(a) } -> std::convertible_to<bool>;
+                })
+    return amount_traits<A>::is_finite(a);
+  else
+    return a == a;
+}
+
+/// `a + b`, or nothing when the result would not fit the amount type: for code that must not
+/// throw (a `noexcept` settle) and decides itself what an overflow means.
+template <BudgetAmount A>
+std::optional<A> checked_add(const A& a, const A& b) noexcept {
+  try {
+    return amount_traits<A>::add(a, b);
+  } catch (...) {
+    return std::nullopt;
+  }
 }
 
 /// Text form of any amount, as `fmt` and the audit trail print it.
