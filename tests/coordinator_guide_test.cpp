@@ -73,7 +73,8 @@ TEST_CASE("the guide's walk-through: pools, agents, budgets, metrics", "[coordin
   CHECK(coord.pool_metrics(high).unallocated_budget == 850_d);
   REQUIRE(audit.records().size() == 3);
   CHECK(fmt::format("{}", audit.records().back()) ==
-        "Budget change for agent agent-1 (priority 8): 200.0 \u2192 150.0 (-50.0). Reason: "
+        "Budget change for agent critical_agent (agent-1, priority 8): 200.0 \u2192 150.0 (-50.0). "
+        "Reason: "
         "reduce after review");
 
   REQUIRE(coord.try_consume(critical, Decimal("10.0")).ok());

@@ -1005,15 +1005,17 @@ TEST_CASE("create, update, transfer and remove each emit their BudgetChange reco
 
   auto records = log.records();
   REQUIRE(records.size() == 3);
-  CHECK(records[0] == ManualChange{a, 8, 0_d, 200_d, 200_d, "agent created", at(1s)});
-  CHECK(records[1] == ManualChange{b, 3, 0_d, 50_d, 50_d, "agent created", at(2s)});
-  CHECK(records[2] == ManualChange{a, 8, 200_d, 150_d, -50_d, "reduce after review", at(3s)});
-  CHECK(fmt::format("{}", records[2]) ==
-        "Budget change for agent agent-1 (priority 8): 200.0 \u2192 150.0 (-50.0). Reason: "
-        "reduce after review");
-  CHECK(fmt::format("{}", records[0]) ==
-        "Budget change for agent agent-1 (priority 8): 0.0 \u2192 200.0 (+200.0). Reason: "
-        "agent created");
+  CHECK(records[0] ==
+        ManualChange{a, 8, 0_d, 200_d, 200_d, "agent created", at(1s), "critical_agent", 1});
+  CHECK(records[1] == ManualChange{b, 3, 0_d, 50_d, 50_d, "agent created", at(2s), "b", 2});
+  CHECK(records[2] == ManualChange{a, 8, 200_d, 150_d, -50_d, "reduce after review", at(3s),
+                                   "critical_agent", 3});
+  CHECK(fmt::format("{}", records[2]) == "Budget change for agent critical_agent (agent-1, "
+                                         "priority 8): 200.0 \u2192 150.0 (-50.0). Reason: "
+                                         "reduce after review");
+  CHECK(fmt::format("{}", records[0]) == "Budget change for agent critical_agent (agent-1, "
+                                         "priority 8): 0.0 \u2192 200.0 (+200.0). Reason: "
+                                         "agent created");
   CHECK(to_json_line(records[2]) ==
         "{\"agent\":1,\"priority\":8,\"old\":\"200.0\",\"new\":\"150.0\",\"delta\":\"-50.0\","
         "\"reason\":\"reduce after review\",\"timestamp_us\":3000000}\n");
@@ -1033,12 +1035,12 @@ TEST_CASE("create, update, transfer and remove each emit their BudgetChange reco
   coord.transfer(a, b, Decimal("40.5"), "rebalance");
   records = log.records();
   REQUIRE(records.size() == 5);
-  CHECK(records[3] ==
-        ManualChange{a, 8, 140_d, Decimal("99.5"), Decimal("-40.5"), "rebalance", at(4s)});
+  CHECK(records[3] == ManualChange{a, 8, 140_d, Decimal("99.5"), Decimal("-40.5"), "rebalance",
+                                   at(4s), "critical_agent", 4});
   CHECK(records[4] ==
-        ManualChange{b, 3, 30_d, Decimal("70.5"), Decimal("40.5"), "rebalance", at(4s)});
+        ManualChange{b, 3, 30_d, Decimal("70.5"), Decimal("40.5"), "rebalance", at(4s), "b", 5});
   CHECK(fmt::format("{}", records[4]) ==
-        "Budget change for agent agent-2 (priority 3): 30.0 \u2192 70.5 (+40.5). Reason: "
+        "Budget change for agent b (agent-2, priority 3): 30.0 \u2192 70.5 (+40.5). Reason: "
         "rebalance");
 
   // The record carries the agent's priority at the time of the change.
@@ -1049,13 +1051,13 @@ TEST_CASE("create, update, transfer and remove each emit their BudgetChange reco
   coord.update_budget(a, 120_d, "raise");
   records = log.records();
   REQUIRE(records.size() == 7);
-  CHECK(records[5] ==
-        ManualChange{a, 10, Decimal("99.5"), Decimal("99.5"), 0_d, "no-op review", at(5s)});
-  CHECK(fmt::format("{}", records[5]) ==
-        "Budget change for agent agent-1 (priority 10): 99.5 \u2192 99.5 (+0.0). Reason: no-op "
-        "review");
-  CHECK(records[6] ==
-        ManualChange{a, 10, Decimal("99.5"), 120_d, Decimal("20.5"), "raise", at(6s)});
+  CHECK(records[5] == ManualChange{a, 10, Decimal("99.5"), Decimal("99.5"), 0_d, "no-op review",
+                                   at(5s), "critical_agent", 6});
+  CHECK(fmt::format("{}", records[5]) == "Budget change for agent critical_agent (agent-1, "
+                                         "priority 10): 99.5 \u2192 99.5 (+0.0). Reason: no-op "
+                                         "review");
+  CHECK(records[6] == ManualChange{a, 10, Decimal("99.5"), 120_d, Decimal("20.5"), "raise", at(6s),
+                                   "critical_agent", 7});
 
   // Removal sweeps the remaining budget only; what is reserved goes back when it settles.
   clock.advance(1s);
@@ -1064,12 +1066,13 @@ TEST_CASE("create, update, transfer and remove each emit their BudgetChange reco
   coord.remove_agent(a, "decommissioned");
   records = log.records();
   REQUIRE(records.size() == 9);
-  CHECK(records[7] ==
-        ManualChange{b, 3, Decimal("70.5"), 0_d, Decimal("-70.5"), "agent removed", at(7s)});
-  CHECK(records[8] == ManualChange{a, 10, 120_d, 0_d, -120_d, "decommissioned", at(8s)});
-  CHECK(fmt::format("{}", records[8]) ==
-        "Budget change for agent agent-1 (priority 10): 120.0 \u2192 0.0 (-120.0). Reason: "
-        "decommissioned");
+  CHECK(records[7] == ManualChange{b, 3, Decimal("70.5"), 0_d, Decimal("-70.5"), "agent removed",
+                                   at(7s), "b", 8});
+  CHECK(records[8] ==
+        ManualChange{a, 10, 120_d, 0_d, -120_d, "decommissioned", at(8s), "critical_agent", 9});
+  CHECK(fmt::format("{}", records[8]) == "Budget change for agent critical_agent (agent-1, "
+                                         "priority 10): 120.0 \u2192 0.0 (-120.0). Reason: "
+                                         "decommissioned");
   held.release();
   CHECK(coord.pool_metrics(p).unallocated_budget == Decimal("990.0"));
   CHECK(coord.check_invariants().empty());
@@ -1121,7 +1124,7 @@ TEST_CASE("MemoryAuditLog keeps the most recent records up to its capacity", "[a
   CHECK(records[0].reason == "r2");
   CHECK(records[1].reason == "r3");
   CHECK(records[2].reason == "r4");
-  CHECK(records[2] == ManualChange{a, 5, 97_d, 96_d, -1_d, "r4", at(4s)});
+  CHECK(records[2] == ManualChange{a, 5, 97_d, 96_d, -1_d, "r4", at(4s), "a", 5});
 
   SECTION("copies share one buffer") {
     ManualAuditLog copy = log;

@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <deque>
 #include <fcntl.h>
@@ -26,6 +27,9 @@ inline namespace v1 {
 /// One change of an agent's budget that was not a plain consume: creation, update, transfer,
 /// allocation, emergency grant, removal. `old_budget`/`new_budget` are the agent's remaining
 /// budget before and after; `delta` is their difference.
+///
+/// `sequence` numbers a coordinator's changes 1, 2, 3, ... in the order they were made (it is
+/// stamped under the coordinator's lock), and sinks receive them in that order.
 template <class Amount = Decimal, class TimePoint = std::chrono::system_clock::time_point>
 struct BasicBudgetChange {
   AgentId agent;
@@ -35,6 +39,9 @@ struct BasicBudgetChange {
   Amount delta;
   std::string reason;
   TimePoint timestamp{};
+  /// The agent's name, for people reading logs; `agent` stays the key.
+  std::string agent_name{};
+  std::uint64_t sequence = 0;
 
   friend bool operator==(const BasicBudgetChange&, const BasicBudgetChange&) = default;
 };
@@ -111,7 +118,7 @@ inline std::map<std::string, std::string> parse_flat_json(std::string_view line)
   std::map<std::string, std::string> out;
   std::size_t i = 0;
   auto fail = [&] {
-    throw Error(fmt::format("safeguards: malformed audit line at column {}: {}", i, line));
+    throw IoError(fmt::format("safeguards: malformed audit line at column {}: {}", i, line));
   };
   auto skip_ws = [&] {
     while (i < line.size() && (line[i] == ' ' || line[i] == '\t'))
@@ -231,7 +238,7 @@ private:
     File(const std::string& path, bool durable_) : durable(durable_) {
       fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
       if (fd < 0)
-        throw Error(
+        throw IoError(
             fmt::format("safeguards: cannot open audit file {}: {}", path, std::strerror(errno)));
     }
     File(const File&) = delete;
@@ -246,11 +253,11 @@ private:
         if (n < 0 && errno == EINTR)
           continue;
         if (n < 0)
-          throw Error(fmt::format("safeguards: audit write failed: {}", std::strerror(errno)));
+          throw IoError(fmt::format("safeguards: audit write failed: {}", std::strerror(errno)));
         done += static_cast<std::size_t>(n);
       }
       if (durable && ::fsync(fd) != 0)
-        throw Error(fmt::format("safeguards: audit fsync failed: {}", std::strerror(errno)));
+        throw IoError(fmt::format("safeguards: audit fsync failed: {}", std::strerror(errno)));
     }
 
     std::mutex mutex;
@@ -265,7 +272,7 @@ template <BudgetAmount Amount = Decimal, class TimePoint = std::chrono::system_c
 std::vector<BasicBudgetChange<Amount, TimePoint>> read_audit_log(const std::string& path) {
   std::ifstream in(path);
   if (!in)
-    throw Error(fmt::format("safeguards: cannot read audit file {}", path));
+    throw IoError(fmt::format("safeguards: cannot read audit file {}", path));
   std::vector<BasicBudgetChange<Amount, TimePoint>> out;
   std::string line;
   std::size_t number = 0;
@@ -283,8 +290,8 @@ std::vector<BasicBudgetChange<Amount, TimePoint>> read_audit_log(const std::stri
                          std::chrono::microseconds(std::stoll(f.at("timestamp_us")))))});
     } catch (const std::exception& e) {
       // Missing keys and bad numbers surface as one error type, naming where.
-      throw Error(fmt::format("safeguards: {} line {} is not an audit record ({}): {}", path,
-                              number, e.what(), line));
+      throw IoError(fmt::format("safeguards: {} line {} is not an audit record ({}): {}", path,
+                                number, e.what(), line));
     }
   }
   return out;
@@ -293,8 +300,8 @@ std::vector<BasicBudgetChange<Amount, TimePoint>> read_audit_log(const std::stri
 } // namespace v1
 } // namespace safeguards
 
-/// The guide's log line: `Budget change for agent agent-1 (priority 8): 200.0 → 150.0 (-50.0).
-/// Reason: ...`
+/// The guide's log line, with the agent's name where it is known: `Budget change for agent
+/// critical_agent (agent-1, priority 8): 200.0 → 150.0 (-50.0). Reason: ...`
 template <class Amount, class TimePoint>
 struct fmt::formatter<safeguards::BasicBudgetChange<Amount, TimePoint>>
     : fmt::formatter<std::string_view> {
@@ -304,10 +311,12 @@ struct fmt::formatter<safeguards::BasicBudgetChange<Amount, TimePoint>>
     std::string delta = amount_to_string(c.delta);
     if (!delta.empty() && delta.front() != '-')
       delta.insert(0, "+");
-    auto text = fmt::format("Budget change for agent {} (priority {}): {} \u2192 {} ({}). "
-                            "Reason: {}",
-                            c.agent, c.priority, amount_to_string(c.old_budget),
-                            amount_to_string(c.new_budget), delta, c.reason);
+    auto who = c.agent_name.empty()
+                   ? fmt::format("{} (priority {})", c.agent, c.priority)
+                   : fmt::format("{} ({}, priority {})", c.agent_name, c.agent, c.priority);
+    auto text = fmt::format("Budget change for agent {}: {} \u2192 {} ({}). Reason: {}", who,
+                            amount_to_string(c.old_budget), amount_to_string(c.new_budget), delta,
+                            c.reason);
     return fmt::formatter<std::string_view>::format(text, ctx);
   }
 };

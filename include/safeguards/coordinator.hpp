@@ -321,8 +321,8 @@ public:
       pool->unallocated = traits::sub(pool->unallocated, spec.initial_budget);
       pool->agents.push_back(id);
       agent_names_.emplace(a.name, id);
-      changes.push_back({id, a.priority, zero(), spec.initial_budget, spec.initial_budget,
-                         "agent created", a.created});
+      changes.push_back(
+          make_change_locked(a, zero(), spec.initial_budget, "agent created", a.created));
     }
     publish_changes(changes);
     return id;
@@ -342,8 +342,7 @@ public:
       pool.unallocated = traits::add(pool.unallocated, swept);
       a.removed = true;
       agent_names_.erase(a.name);
-      changes.push_back({agent, a.priority, swept, zero(), traits::sub(zero(), swept),
-                         std::move(reason), clock_.now()});
+      changes.push_back(make_change_locked(a, swept, zero(), std::move(reason), clock_.now()));
     }
     publish_changes(changes);
   }
@@ -505,7 +504,7 @@ public:
           a.allocated = traits::add(a.allocated, delta);
           pool.unallocated = traits::sub(pool.unallocated, delta);
           changes.push_back(
-              {agent, a.priority, old, new_budget, delta, std::move(reason), clock_.now()});
+              make_change_locked(a, old, new_budget, std::move(reason), clock_.now()));
           break;
         }
         if (!ledger_.is_open(a.account))
@@ -545,10 +544,9 @@ public:
       src.allocated = traits::sub(src.allocated, amount);
       dst.allocated = traits::add(dst.allocated, amount);
       auto now = clock_.now();
-      changes.push_back({from, src.priority, old, traits::sub(old, amount),
-                         traits::sub(zero(), amount), reason, now});
-      changes.push_back({to, dst.priority, dst_old, traits::add(dst_old, amount), amount,
-                         std::move(reason), now});
+      changes.push_back(make_change_locked(src, old, traits::sub(old, amount), reason, now));
+      changes.push_back(
+          make_change_locked(dst, dst_old, traits::add(dst_old, amount), std::move(reason), now));
     }
     publish_changes(changes);
   }
@@ -880,6 +878,21 @@ private:
       return ConsumeStatus::unknown_agent;
     }
     return ConsumeStatus::unknown_agent;
+  }
+
+  // Stamps the next sequence number: called under the writer lock, so numbers follow the order
+  // in which changes were made.
+  BudgetChange make_change_locked(const AgentState& a, const Amount& old_budget,
+                                  const Amount& new_budget, std::string reason, time_point now) {
+    return {a.id,
+            a.priority,
+            old_budget,
+            new_budget,
+            traits::sub(new_budget, old_budget),
+            std::move(reason),
+            now,
+            a.name,
+            ++last_sequence_};
   }
 
   PoolId add_pool_locked(PoolSpec spec, bool implicit) {
@@ -1310,6 +1323,7 @@ private:
   std::map<std::uint64_t, Registration> registrations_;
   std::uint64_t next_pool_id_ = 1;
   std::uint64_t next_registration_id_ = 1;
+  std::uint64_t last_sequence_ = 0; // of audit records
 
   detail::SlotTable<AgentState> table_; // lock-free id -> agent for the hot path
   detail::SharedSlot<SinkList<std::function<void(const Violation&)>>> violation_sinks_;

@@ -80,6 +80,8 @@ struct BasicViolation {
   std::string message;
   std::map<std::string, std::string> details;
   TimePoint timestamp{};
+  /// The agent's name, for people reading logs; `agent` stays the key.
+  std::string agent_name{};
 };
 
 using Violation = BasicViolation<>;
@@ -103,7 +105,8 @@ struct fmt::formatter<safeguards::AlertSeverity> : fmt::formatter<std::string_vi
   }
 };
 
-/// `[MEDIUM] BUDGET_LIMIT_EXCEEDED agent-1 at 2026-…Z: message {key=value, …}`
+/// `[MEDIUM] BUDGET_LIMIT_EXCEEDED critical_agent (agent-1) at 2026-…Z: message {key=value, …}`
+/// (just `agent-1` when the name is not known).
 template <class TimePoint>
 struct fmt::formatter<safeguards::BasicViolation<TimePoint>> : fmt::formatter<std::string_view> {
   template <class FormatContext>
@@ -111,7 +114,9 @@ struct fmt::formatter<safeguards::BasicViolation<TimePoint>> : fmt::formatter<st
     std::string details;
     for (const auto& [key, value] : v.details)
       details += fmt::format("{}{}={}", details.empty() ? "" : ", ", key, value);
-    auto text = fmt::format("[{}] {} {} at {}: {}{}", v.severity, v.type, v.agent,
+    auto who = v.agent_name.empty() ? fmt::format("{}", v.agent)
+                                    : fmt::format("{} ({})", v.agent_name, v.agent);
+    auto text = fmt::format("[{}] {} {} at {}: {}{}", v.severity, v.type, who,
                             safeguards::detail::timestamp_to_string(v.timestamp), v.message,
                             details.empty() ? "" : " {" + details + "}");
     return fmt::formatter<std::string_view>::format(text, ctx);
