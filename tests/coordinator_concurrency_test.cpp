@@ -522,7 +522,7 @@ TEST_CASE("an observer sees one agent's changes once, in order, as an unbroken c
       } else if (choice < 8 && !held.active()) {
         held = coord.try_reserve(agent, raw(amount(rng)));
       } else if (choice < 9) {
-        held.commit(raw(amount(rng))); // not_active when nothing is held: that is fine
+        (void)held.commit(raw(amount(rng))); // not_active when nothing is held: that is fine
       } else {
         held.release();
       }

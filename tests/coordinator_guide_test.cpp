@@ -228,7 +228,7 @@ TEST_CASE("a spending limit counts reserved money as spent", "[coordinator][moni
   // 20 reserved + 15 asked would pass 30, even though nothing is used yet.
   CHECK(coord.try_reserve(a, 15_d).status() == ConsumeStatus::denied_by_monitor);
   CHECK(coord.try_consume(a, 15_d).status() == ConsumeStatus::denied_by_monitor);
-  first.commit(10_d); // 10 used, nothing reserved
+  CHECK(first.commit(10_d).ok()); // 10 used, nothing reserved
   CHECK(coord.try_consume(a, 15_d).ok());
   CHECK(coord.agent_metrics(a).used_budget == 25_d);
 }

@@ -124,7 +124,7 @@ TEST_CASE("LowBudgetAlert fires once on the crossing and again only after recove
                                    {"threshold_percent", "15"}});
   CHECK(seen[0].timestamp == at(3s));
   CHECK(fmt::format("{}", seen[0]) ==
-        "[MEDIUM] LOW_BUDGET agent-1 at 3.0s: Agent budget below 15% threshold "
+        "[MEDIUM] LOW_BUDGET a (agent-1) at 3.0s: Agent budget below 15% threshold "
         "{current_budget=15.0, initial_budget=100.0, threshold_percent=15}");
 
   // Staying below the line is not a new crossing, whatever kind of change it is.
@@ -214,7 +214,7 @@ TEST_CASE("HighUsageWarning fires once on the crossing and again only after reco
         Details{{"initial_budget", "100.0"}, {"threshold_percent", "80"}, {"used_budget", "81.0"}});
   CHECK(seen[0].timestamp == at(7s));
   CHECK(fmt::format("{}", seen[0]) ==
-        "[LOW] HIGH_USAGE agent-1 at 7.0s: Agent budget usage above 80% "
+        "[LOW] HIGH_USAGE a (agent-1) at 7.0s: Agent budget usage above 80% "
         "{initial_budget=100.0, threshold_percent=80, used_budget=81.0}");
 
   REQUIRE(coord.try_consume(a, 4_d).ok()); // used 85: still above
@@ -671,7 +671,7 @@ TEST_CASE("a check that throws is a veto and a MonitorFailure", "[monitor][failu
     CHECK(seen[0].timestamp == at(5s));
     CHECK(seen[1].details == Details{{"exception", "limit service down"}, {"usage", "reserve"}});
     CHECK(fmt::format("{}", seen[0]) ==
-          "[HIGH] MONITOR_FAILURE agent-1 at 5.0s: a monitor threw; balances are unaffected "
+          "[HIGH] MONITOR_FAILURE a (agent-1) at 5.0s: a monitor threw; balances are unaffected "
           "{exception=limit service down, usage=consume}");
   }
   SECTION("anything else: an unknown exception") {
@@ -876,7 +876,7 @@ TEST_CASE("every violation sink receives every violation, a throwing one is only
   CHECK(first[0].details == Details{{"kind", "consume"}});
   CHECK(first[0].timestamp == at(1500ms));
   CHECK(fmt::format("{}", second[0]) ==
-        "[INFO] POLICY_BREACH agent-1 at 1.5s: saw consume of 10.0 {kind=consume}");
+        "[INFO] POLICY_BREACH a (agent-1) at 1.5s: saw consume of 10.0 {kind=consume}");
 
   s1.reset();
   CHECK_FALSE(s1.active());
@@ -976,7 +976,7 @@ TEST_CASE("a violation formats as the guide's line", "[violation][fmt]") {
     REQUIRE(seen.size() == 1);
     const std::string text = fmt::format("{}", seen[0]);
     const std::string stamp = safeguards::detail::timestamp_to_string(seen[0].timestamp);
-    CHECK(text == "[MEDIUM] BUDGET_LIMIT_EXCEEDED agent-2 at " + stamp +
+    CHECK(text == "[MEDIUM] BUDGET_LIMIT_EXCEEDED second (agent-2) at " + stamp +
                       ": Agent exceeded spending limit of 100.0 {limit=100.0, overage=10.0, "
                       "spent=110.0}");
     CHECK(stamp.size() == 27); // 2026-01-02T03:04:05.000006Z

@@ -320,7 +320,7 @@ TEST_CASE("commit_partial charges a streaming response as it arrives", "[reserva
     CHECK(r.held() == 0_d);
   }
   SECTION("destroying it gives back only what is still held") {
-    std::exchange(r, Reservation{}); // the returned old reservation is destroyed here
+    (void)std::exchange(r, Reservation{}); // the returned old reservation is destroyed here
     CHECK(balances(coord, a) == expect(Decimal("92.5"), Decimal("7.5"), 0_d));
   }
   SECTION("a partial commit beyond the hold is charged from the balance") {
@@ -491,12 +491,12 @@ TEST_CASE("moving a reservation moves ownership of what it holds", "[reservation
     CHECK(r1.estimate() == 20_d);
     CHECK(r1.held() == 20_d);
     CHECK_FALSE(r2.active()); // NOLINT(bugprone-use-after-move)
-    r1.commit(20_d);
+    CHECK(r1.commit(20_d).ok());
     CHECK(balances(coord, a) == expect(80_d, 20_d, 0_d));
   }
   SECTION("move assignment after partial commits carries the charged amount along") {
     auto r1 = coord.reserve(a, 10_d);
-    r1.commit_partial(4_d);
+    CHECK(r1.commit_partial(4_d).ok());
     Reservation r2;
     r2 = std::move(r1);
     CHECK(r2.charged() == 4_d);
@@ -515,7 +515,7 @@ TEST_CASE("moving a reservation moves ownership of what it holds", "[reservation
       CHECK(balances(coord, a) == expect(Decimal("74.5"), 0_d, Decimal("25.5")));
       held.erase(held.begin(), held.begin() + 7);
       CHECK(balances(coord, a) == expect(Decimal("85.0"), 0_d, Decimal("15.0")));
-      held.front().commit(2_d);
+      CHECK(held.front().commit(2_d).ok());
       CHECK(balances(coord, a) == expect(Decimal("84.5"), 2_d, Decimal("13.5")));
     }
     CHECK(balances(coord, a) == expect(98_d, 2_d, 0_d));
@@ -656,7 +656,7 @@ TEST_CASE("a reservation of a removed agent settles into its pool", "[reservatio
     CHECK(log.seen.empty());
   }
   SECTION("destroyed: everything held returns to the pool") {
-    std::exchange(r, Reservation{}); // the returned old reservation is destroyed here
+    (void)std::exchange(r, Reservation{}); // the returned old reservation is destroyed here
     CHECK(coord.pool_metrics(pool).unallocated_budget == 100_d);
     CHECK(coord.pool_metrics(pool).used_budget == 0_d);
   }
@@ -689,13 +689,13 @@ TEST_CASE("usage history records consumes and commits with the clock's timestamp
   CHECK(coord.try_consume(a, 1000_d).status() == ConsumeStatus::insufficient); // not recorded
   auto r = coord.reserve(a, 10_d);                                             // not recorded
   clock.advance(500ms);
-  r.commit_partial(3_d);
+  CHECK(r.commit_partial(3_d).ok());
   clock.advance(500ms);
-  r.commit(4_d); // charges the remaining 1
+  CHECK(r.commit(4_d).ok()); // charges the remaining 1
   clock.advance(1s);
   {
     auto unused = coord.reserve(a, 5_d);
-    unused.commit(0_d); // charges nothing: not recorded
+    CHECK(unused.commit(0_d).ok()); // charges nothing: not recorded
   }
   { auto released = coord.reserve(a, 5_d); } // released: not recorded
   coord.consume(a, 2_d);
@@ -795,14 +795,14 @@ TEST_CASE("the ring wraps across consumes, partial commits and commits", "[histo
   clock.advance(1s);
   coord.consume(a, 1_d);
   clock.advance(1s);
-  coord.reserve(a, 10_d).commit(4_d);
+  CHECK(coord.reserve(a, 10_d).commit(4_d).ok());
   clock.advance(1s);
   coord.consume(a, 2_d);
   auto r = coord.reserve(a, 10_d);
   clock.advance(1s);
-  r.commit_partial(3_d);
+  CHECK(r.commit_partial(3_d).ok());
   clock.advance(1s);
-  r.commit(5_d);
+  CHECK(r.commit(5_d).ok());
   CHECK(describe_all(coord.usage_history(a)) == std::vector<std::string>{
                                                     "consume 2.0 USD @3000ms from a",
                                                     "commit 3.0 USD @4000ms from a",
@@ -841,8 +841,8 @@ TEST_CASE("history capacity 0 keeps no history and reads no clock on the hot pat
   coord.consume(a, 1_d);
   {
     auto r = coord.reserve(a, 10_d);
-    r.commit_partial(2_d);
-    r.commit(6_d);
+    CHECK(r.commit_partial(2_d).ok());
+    CHECK(r.commit(6_d).ok());
   }
   { auto released = coord.reserve(a, 1_d); }
   CHECK(clock.reads() == before);
@@ -889,8 +889,8 @@ TEST_CASE("agent and pool metrics after a known sequence, with exact consumption
   coord.consume(a, 30_d);
   auto ra = coord.reserve(a, 50_d);
   coord.consume(b, 10_d);
-  coord.reserve(b, 20_d).commit(26_d); // 6 over the estimate, covered
-  clock.advance(8s);                   // t = 12 s: agents are 8 s old, the pool 12 s
+  CHECK(coord.reserve(b, 20_d).commit(26_d).ok()); // 6 over the estimate, covered
+  clock.advance(8s);                               // t = 12 s: agents are 8 s old, the pool 12 s
 
   auto ma = coord.agent_metrics(a);
   CHECK(ma.id == a);
@@ -928,8 +928,8 @@ TEST_CASE("agent and pool metrics after a known sequence, with exact consumption
   CHECK(pm.consumption_rate == 5.5);
   CHECK(coord.check_invariants().empty());
 
-  ra.commit(34_d);   // refunds 16
-  clock.advance(8s); // t = 20 s: agents 16 s, pool 20 s
+  CHECK(ra.commit(34_d).ok()); // refunds 16
+  clock.advance(8s);           // t = 20 s: agents 16 s, pool 20 s
   ma = coord.agent_metrics(a);
   CHECK(ma.used_budget == 64_d);
   CHECK(ma.reserved_budget == 0_d);
@@ -969,7 +969,7 @@ TEST_CASE("agent and pool metrics after a known sequence, with exact consumption
   SECTION("an overspend shows in overspent_budget, never in used") {
     ViolationLog log(coord);
     auto r = coord.reserve(b, 60_d);
-    r.commit(70_d); // 60 held + 4 remaining; 6 uncovered
+    CHECK(r.commit(70_d).ok()); // 60 held + 4 remaining; 6 uncovered
     mb = coord.agent_metrics(b);
     CHECK(mb.used_budget == 100_d);
     CHECK(mb.remaining_budget == 0_d);

@@ -16,6 +16,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <type_traits>
 
 namespace safeguards {
 inline namespace v1 {
@@ -276,6 +277,17 @@ struct amount_traits<double> {
   static constexpr double to_double(double a) noexcept { return a; }
   static bool is_finite(double a) noexcept { return std::isfinite(a); }
 };
+
+/// `T` may be passed where an amount of type `A` is expected: `A` itself, or, when `A` counts
+/// whole units (`std::int64_t`), a signed integer type no wider than it. Entry points that take
+/// an `A` refuse every other type at compile time: a `std::int64_t` token count passed where
+/// `Decimal` dollars are expected would otherwise convert silently and charge dollars.
+template <class T, class A>
+concept AmountArgument =
+    std::same_as<std::remove_cvref_t<T>, A> ||
+    (std::same_as<A, std::int64_t> && std::signed_integral<std::remove_cvref_t<T>> &&
+     !detail::character_type<std::remove_cvref_t<T>> &&
+     !std::same_as<std::remove_cvref_t<T>, signed char> && sizeof(T) <= sizeof(A));
 
 /// Zero of any amount type.
 template <BudgetAmount A>

@@ -11,6 +11,8 @@
 #include <deque>
 #include <fmt/format.h>
 #include <functional>
+#include <limits>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -20,6 +22,8 @@
 #include <safeguards/audit.hpp>
 #include <safeguards/clock.hpp>
 #include <safeguards/consumption.hpp>
+#include <safeguards/detail/in_order_delivery.hpp>
+#include <safeguards/detail/serial_notifier.hpp>
 #include <safeguards/detail/shared_slot.hpp>
 #include <safeguards/detail/slot_table.hpp>
 #include <safeguards/errors.hpp>
@@ -117,7 +121,9 @@ enum class ConsumeStatus : std::uint8_t {
   unknown_agent,     ///< no such agent, or it was removed
   invalid_amount,    ///< zero, negative or not a number
   reentrant_call,    ///< a monitor spent from an agent whose monitors this thread is running
-  not_active         ///< the reservation was already settled, released or never granted
+  not_active,        ///< the reservation was already settled, released or never granted
+  would_deadlock     ///< a monitor spent from an agent whose monitors run on another thread
+                     ///< that is waiting for this one; nothing changed
 };
 
 constexpr std::string_view to_string(ConsumeStatus s) noexcept {
@@ -136,12 +142,15 @@ constexpr std::string_view to_string(ConsumeStatus s) noexcept {
     return "reentrant call";
   case ConsumeStatus::not_active:
     return "not active";
+  case ConsumeStatus::would_deadlock:
+    return "would deadlock";
   }
   return "unknown";
 }
 
-/// The hot path's answer: a status, never an exception.
-class ConsumeResult {
+/// The hot path's answer: a status, never an exception. Ignoring it ignores a refusal, so the
+/// compiler warns when it is dropped.
+class [[nodiscard]] ConsumeResult {
 public:
   constexpr ConsumeResult(ConsumeStatus status = ConsumeStatus::ok) noexcept : status_(status) {}
   constexpr bool ok() const noexcept { return status_ == ConsumeStatus::ok; }
@@ -153,9 +162,11 @@ private:
   ConsumeStatus status_;
 };
 
-/// What `Reservation::commit` did.
+/// What `Reservation::commit` did. A commit that was refused (`invalid_amount`, `not_active`)
+/// settled nothing, so the compiler warns when the result is dropped; write
+/// `std::ignore = r.commit(x);` where that is really meant.
 template <BudgetAmount Amount = Decimal>
-struct BasicCommitResult {
+struct [[nodiscard]] BasicCommitResult {
   ConsumeStatus status = ConsumeStatus::ok;
   Amount charged{};   ///< moved to used by this call
   Amount refunded{};  ///< returned from the reservation to the agent (or its pool)
@@ -234,7 +245,32 @@ public:
   BasicBudgetCoordinator(const BasicBudgetCoordinator&) = delete;
   BasicBudgetCoordinator& operator=(const BasicBudgetCoordinator&) = delete;
 
+  /// User objects the coordinator keeps — data slots, monitors, sinks — are destroyed first,
+  /// while everything they may touch still exists and without any lock held, so one holding a
+  /// `Reservation` or a `MonitorHandle` of this coordinator releases it cleanly. Handles held
+  /// elsewhere do nothing once the coordinator is gone.
   ~BasicBudgetCoordinator() {
+    // By index: a destructor may create an agent, and a deque's iterators do not survive that.
+    for (std::size_t i = 0; i < agents_.size(); ++i) {
+      std::any data;
+      std::shared_ptr<const MonitorList> monitors;
+      {
+        std::unique_lock lock(mutex_);
+        data.swap(agents_[i].user_data);
+        agents_[i].monitor_count.store(0, std::memory_order_release);
+        monitors = agents_[i].monitors.exchange(nullptr);
+      }
+    }
+    {
+      decltype(registrations_) registrations;
+      {
+        std::unique_lock lock(mutex_);
+        registrations.swap(registrations_);
+      }
+    }
+    violation_sinks_.store(nullptr);
+    audit_sinks_.store(nullptr);
+    alive_.reset();
     // A live Reservation would point into this coordinator after it is gone.
     assert(open_reservations() == 0 && "a Reservation outlived its BudgetCoordinator");
   }
@@ -247,8 +283,8 @@ public:
 
   // ---- pools and agents --------------------------------------------------------------------
 
-  /// Creates a pool. Throws `InvalidArgument` (empty name, negative budget), `InvalidPriority`
-  /// or `DuplicateName`.
+  /// Creates a pool. Throws `InvalidArgument` (empty name, negative or non-finite budget),
+  /// `InvalidPriority` or `DuplicateName`.
   PoolId create_pool(PoolSpec spec) {
     validate_name(spec.name, "pool");
     validate_priority(spec.priority, spec.name);
@@ -259,15 +295,19 @@ public:
     return add_pool_locked(std::move(spec), false);
   }
 
-  /// Creates an agent whose initial budget is drawn from its pool (or from a new implicit pool
-  /// when `.pool` is empty). Nothing is created when anything is wrong: unknown pool
-  /// (`UnknownPool`), pool cannot cover the budget (`PoolExhausted`), bad name, priority or
-  /// budget.
+  /// Creates an agent whose initial budget is drawn from its pool (or from a new implicit pool,
+  /// named `agent:<name>`, when `.pool` is empty). Nothing is created when anything is wrong:
+  /// unknown pool (`UnknownPool`), pool cannot cover the budget (`PoolExhausted`), bad name,
+  /// priority or budget, or a ledger that cannot open the account (its exception passes through).
   AgentId create_agent(AgentSpec spec) {
     validate_name(spec.name, "agent");
     validate_priority(spec.priority, spec.name);
     validate_non_negative(spec.initial_budget, "initial_budget of agent \"" + spec.name + "\"");
-    std::vector<BudgetChange> changes;
+    // Allocated up front, so that nothing can fail once the agent is visible.
+    std::list<BudgetChange> record(1);
+    record.front().reason = "agent created";
+    record.front().agent_name = spec.name;
+    auto history = std::vector<HistoryRecord>(options_.history_capacity);
     AgentId id;
     {
       std::unique_lock lock(mutex_);
@@ -282,69 +322,98 @@ public:
               "safeguards: pool \"{}\" ({}) has {} unallocated, cannot give {} to agent \"{}\"",
               pool->name, pool->id, amount_to_string(pool->unallocated),
               amount_to_string(spec.initial_budget), spec.name));
-      } else {
-        std::string pool_name = "agent:" + spec.name;
-        if (pool_names_.contains(pool_name))
-          throw DuplicateName(
-              fmt::format("safeguards: the implicit pool name \"{}\" is already taken", pool_name));
+      } else if (pool_names_.contains(implicit_pool_name(spec.name))) {
+        throw DuplicateName(fmt::format("safeguards: the implicit pool name \"{}\" is already taken",
+                                        implicit_pool_name(spec.name)));
       }
-      // Everything that can fail is done before the first change is published.
-      auto history = std::vector<HistoryRecord>(options_.history_capacity);
       auto monitors = std::make_shared<MonitorList>();
       for (const auto& [reg_id, reg] : registrations_)
         if (reg.scope == Scope::all ||
             (pool && reg.scope == Scope::pool && reg.target == pool->id.value()))
           monitors->push_back(reg.entry);
-      if (!pool)
-        pool = &pools_.at(
-            add_pool_locked({"agent:" + spec.name, spec.initial_budget, spec.priority, {}}, true)
-                .value());
+
       id = AgentId(agents_.size() + 1);
       auto& a = agents_.emplace_back();
-      a.id = id;
-      a.pool = pool->id;
-      a.name = spec.name;
-      a.priority = spec.priority;
-      a.metadata = std::move(spec.metadata);
-      a.created = clock_.now();
-      a.allocated = spec.initial_budget;
-      a.history = std::move(history);
-      a.monitor_count.store(static_cast<std::uint32_t>(monitors->size()));
-      a.monitors.store(std::move(monitors));
+      // Each step that can throw is undone if a later one does: a ledger (a remote one above
+      // all) may refuse to open the account, and no pool, name or account may be left behind.
+      bool opened = false;
+      bool named = false;
+      std::optional<PoolId> implicit_pool;
       try {
+        a.id = id;
+        a.name = spec.name;
+        a.priority = spec.priority;
+        a.metadata = std::move(spec.metadata);
+        a.created = clock_.now();
+        a.allocated = spec.initial_budget;
+        a.history = std::move(history);
+        a.monitor_count.store(static_cast<std::uint32_t>(monitors->size()));
+        a.monitors.store(std::move(monitors));
         a.account = ledger_.open(spec.initial_budget);
-        table_.publish(id.value(), &a);
+        opened = true;
+        if (!pool) {
+          implicit_pool = add_pool_locked(
+              {implicit_pool_name(spec.name), spec.initial_budget, spec.priority, {}}, true);
+          pool = &pools_.at(implicit_pool->value());
+        }
+        a.pool = pool->id;
+        pool->agents.reserve(pool->agents.size() + 1);
+        agent_names_.emplace(a.name, id);
+        named = true;
+        table_.publish(id.value(), &a); // the last step: from here on the hot path sees it
       } catch (...) {
+        if (named)
+          agent_names_.erase(a.name);
+        if (implicit_pool)
+          remove_unused_pool_locked(*implicit_pool);
+        if (opened)
+          (void)ledger_.close(a.account);
         agents_.pop_back();
         throw;
       }
       pool->unallocated = traits::sub(pool->unallocated, spec.initial_budget);
-      pool->agents.push_back(id);
-      agent_names_.emplace(a.name, id);
-      changes.push_back(
-          make_change_locked(a, zero(), spec.initial_budget, "agent created", a.created));
+      pool->agents.push_back(id); // capacity reserved above
+      fill_change_locked(record.front(), a, zero(), spec.initial_budget, a.created);
+      audit_queue_.push(record);
     }
-    publish_changes(changes);
+    deliver_audit();
     return id;
   }
 
   /// Removes an agent: its remaining budget returns to its pool at once, and what its open
   /// reservations give back returns there when they settle. Its id is never reused; its usage
-  /// stays in the pool's metrics.
+  /// stays in the pool's metrics. Its data slot (`set_agent_data`) is emptied.
+  ///
+  /// An agent's implicit pool stays (with the agent's usage), but gives up its name: it becomes
+  /// `agent:<name> (removed agent-N)`, so that an agent of the same name can be created again,
+  /// as it can in an explicit pool.
   void remove_agent(AgentId agent, std::string reason = "agent removed") {
-    std::vector<BudgetChange> changes;
+    std::list<BudgetChange> record(1);
+    record.front().reason = std::move(reason);
+    std::any data;
     {
       std::unique_lock lock(mutex_);
       auto& a = live_agent_locked(agent);
-      auto swept = ledger_.close(a.account).value_or(zero());
       auto& pool = pools_.at(a.pool.value());
+      std::string retired_name;
+      if (pool.implicit)
+        retired_name = fmt::format("{} (removed {})", pool.name, agent);
+      record.front().agent_name = a.name;
+      // Nothing below throws.
+      auto swept = ledger_.close(a.account).value_or(zero());
       a.allocated = traits::sub(a.allocated, swept);
       pool.unallocated = traits::add(pool.unallocated, swept);
       a.removed = true;
       agent_names_.erase(a.name);
-      changes.push_back(make_change_locked(a, swept, zero(), std::move(reason), clock_.now()));
+      if (pool.implicit) {
+        pool_names_.erase(pool.name);
+        pool.name.swap(retired_name);
+      }
+      data.swap(a.user_data); // destroyed below, unlocked: it may hold a Reservation
+      fill_change_locked(record.front(), a, swept, zero(), clock_.now());
+      audit_queue_.push(record);
     }
-    publish_changes(changes);
+    deliver_audit();
   }
 
   /// The agent of that name, if there is one.
@@ -459,9 +528,17 @@ public:
 
   /// A typed slot for anything the runtime wants to keep with an agent (a service-level
   /// function, a client handle, ...). Read it back with `agent_data<T>`.
+  ///
+  /// What it held before is destroyed after the coordinator's lock is released, so the slot may
+  /// hold objects that call back into the coordinator when they die: a `Reservation` (released),
+  /// a `MonitorHandle` (unregistered). The slot is emptied by `remove_agent` and before the
+  /// coordinator's own members are destroyed.
   void set_agent_data(AgentId agent, std::any data) {
-    std::unique_lock lock(mutex_);
-    live_agent_locked(agent).user_data = std::move(data);
+    {
+      std::unique_lock lock(mutex_);
+      live_agent_locked(agent).user_data.swap(data);
+    }
+    // `data` now holds the previous value and is destroyed here, unlocked.
   }
   /// The agent's typed slot if it holds a `T`, else nothing.
   template <class T>
@@ -488,11 +565,13 @@ public:
   /// goes back to it. Audited with `reason`.
   void update_budget(AgentId agent, const Amount& new_budget, std::string reason) {
     validate_non_negative(new_budget, "new budget");
-    std::vector<BudgetChange> changes;
+    std::list<BudgetChange> record(1);
+    record.front().reason = std::move(reason);
     {
       std::unique_lock lock(mutex_);
       auto& a = live_agent_locked(agent);
       auto& pool = pools_.at(a.pool.value());
+      record.front().agent_name = a.name;
       Amount old = ledger_.balance(a.account).remaining;
       for (;;) { // consumers may move `old` under us; the CAS settles on one exact value
         Amount delta = traits::sub(new_budget, old);
@@ -503,22 +582,26 @@ public:
         if (ledger_.compare_exchange_remaining(a.account, old, new_budget)) {
           a.allocated = traits::add(a.allocated, delta);
           pool.unallocated = traits::sub(pool.unallocated, delta);
-          changes.push_back(
-              make_change_locked(a, old, new_budget, std::move(reason), clock_.now()));
+          fill_change_locked(record.front(), a, old, new_budget, clock_.now());
           break;
         }
         if (!ledger_.is_open(a.account))
           throw_unknown_agent(agent);
       }
+      audit_queue_.push(record);
     }
-    publish_changes(changes);
+    deliver_audit();
   }
+  template <class T>
+  requires(!AmountArgument<T, Amount>) void update_budget(AgentId, const T&, std::string) = delete;
 
   /// Moves `amount` of remaining budget from one agent to another of the same pool. Throws
   /// `BudgetExceeded` when `from` cannot cover it (nothing moves).
   void transfer(AgentId from, AgentId to, const Amount& amount, std::string reason) {
     validate_positive(amount, "transfer amount");
-    std::vector<BudgetChange> changes;
+    std::list<BudgetChange> records(2);
+    records.front().reason = reason;
+    records.back().reason = std::move(reason);
     {
       std::unique_lock lock(mutex_);
       auto& src = live_agent_locked(from);
@@ -529,6 +612,8 @@ public:
             from, src.pool, to, dst.pool));
       if (from == to)
         throw InvalidArgument(fmt::format("safeguards: cannot transfer from {} to itself", from));
+      records.front().agent_name = src.name;
+      records.back().agent_name = dst.name;
       Amount old = ledger_.balance(src.account).remaining;
       for (;;) {
         if (old < amount)
@@ -540,23 +625,30 @@ public:
           throw_unknown_agent(from);
       }
       Amount dst_old = ledger_.balance(dst.account).remaining;
-      ledger_.credit(dst.account, amount); // dst is live under the writer lock
+      (void)ledger_.credit(dst.account, amount); // dst is live under the writer lock
       src.allocated = traits::sub(src.allocated, amount);
       dst.allocated = traits::add(dst.allocated, amount);
       auto now = clock_.now();
-      changes.push_back(make_change_locked(src, old, traits::sub(old, amount), reason, now));
-      changes.push_back(
-          make_change_locked(dst, dst_old, traits::add(dst_old, amount), std::move(reason), now));
+      fill_change_locked(records.front(), src, old, traits::sub(old, amount), now);
+      fill_change_locked(records.back(), dst, dst_old, traits::add(dst_old, amount), now);
+      audit_queue_.push(records);
     }
-    publish_changes(changes);
+    deliver_audit();
   }
+  template <class T>
+  requires(!AmountArgument<T, Amount>) void transfer(AgentId, AgentId, const T&,
+                                                     std::string) = delete;
 
   // ---- the hot path ------------------------------------------------------------------------
 
   /// Spends `amount` from the agent's budget if it can cover it and no monitor objects.
   /// Never throws, never overspends, never lets the balance go below zero.
-  ConsumeResult try_consume(AgentId agent, const Amount& amount) noexcept {
-    if (!(zero() < amount))
+  ///
+  /// Takes the coordinator's own amount type only: `try_consume(agent, completion_tokens)` with
+  /// an integer does not compile when amounts are `Decimal` dollars. Write `Decimal(n)` or
+  /// `10_d` when an integer really is an amount.
+  [[nodiscard]] ConsumeResult try_consume(AgentId agent, const Amount& amount) noexcept {
+    if (!valid_amount(amount))
       return ConsumeStatus::invalid_amount;
     AgentState* a = table_.find(agent.value());
     if (!a)
@@ -568,6 +660,8 @@ public:
       count_charge(*a);
     return to_consume_status(status);
   }
+  template <class T>
+  requires(!AmountArgument<T, Amount>) ConsumeResult try_consume(AgentId, const T&) = delete;
 
   /// Like `try_consume`, but throws: `BudgetExceeded` when the budget cannot cover it or a
   /// monitor vetoed it, `UnknownAgent`, `InvalidArgument` for a non-positive amount.
@@ -576,22 +670,27 @@ public:
     if (!r.ok())
       throw_for(r.status(), agent, amount, "consume");
   }
+  template <class T>
+  requires(!AmountArgument<T, Amount>) void consume(AgentId, const T&) = delete;
 
   /// Sets `estimate` aside before an expensive call; see `Reservation`. Throws like `consume`.
-  Reservation reserve(AgentId agent, const Amount& estimate) {
+  /// Keep the result: a reservation dropped at once is released at once.
+  [[nodiscard]] Reservation reserve(AgentId agent, const Amount& estimate) {
     auto r = try_reserve(agent, estimate);
     if (!r.ok())
       throw_for(r.status(), agent, estimate, "reserve");
     return r;
   }
+  template <class T>
+  requires(!AmountArgument<T, Amount>) Reservation reserve(AgentId, const T&) = delete;
 
   /// `reserve` without exceptions: check `ok()` / `status()` on the result.
-  Reservation try_reserve(AgentId agent, const Amount& estimate) noexcept {
+  [[nodiscard]] Reservation try_reserve(AgentId agent, const Amount& estimate) noexcept {
     Reservation r;
     r.coord_ = this;
     r.estimate_ = estimate;
     r.agent_id_ = agent;
-    if (!(zero() < estimate)) {
+    if (!valid_amount(estimate)) {
       r.status_ = ConsumeStatus::invalid_amount;
       return r;
     }
@@ -611,6 +710,8 @@ public:
     }
     return r;
   }
+  template <class T>
+  requires(!AmountArgument<T, Amount>) Reservation try_reserve(AgentId, const T&) = delete;
 
   // ---- metrics and history -----------------------------------------------------------------
 
@@ -690,26 +791,21 @@ public:
   template <class M>
   requires Monitor<M, UsageEvent, const ViolationReporter>
   [[nodiscard]] MonitorHandle add_monitor(AgentId agent, M monitor) {
-    std::unique_lock lock(mutex_);
-    live_agent_locked(agent);
-    return register_locked(Scope::agent, agent.value(), std::move(monitor));
+    return register_monitor(Scope::agent, agent.value(), std::move(monitor));
   }
 
   /// Watches every agent of a pool, present and future.
   template <class M>
   requires Monitor<M, UsageEvent, const ViolationReporter>
   [[nodiscard]] MonitorHandle add_monitor(PoolId pool, M monitor) {
-    std::unique_lock lock(mutex_);
-    find_pool_locked(pool);
-    return register_locked(Scope::pool, pool.value(), std::move(monitor));
+    return register_monitor(Scope::pool, pool.value(), std::move(monitor));
   }
 
   /// Watches every agent, present and future.
   template <class M>
   requires Monitor<M, UsageEvent, const ViolationReporter>
   [[nodiscard]] MonitorHandle add_monitor(AllAgents, M monitor) {
-    std::unique_lock lock(mutex_);
-    return register_locked(Scope::all, 0, std::move(monitor));
+    return register_monitor(Scope::all, 0, std::move(monitor));
   }
 
   /// Receives every violation any monitor or the coordinator reports.
@@ -719,7 +815,11 @@ public:
     return add_sink(violation_sinks_, std::function<void(const Violation&)>(std::move(sink)));
   }
 
-  /// Receives every budget change (creation, update, transfer, removal, ...).
+  /// Receives every budget change (creation, update, transfer, removal, ...), one at a time and
+  /// in the order the changes were made (`BudgetChange::sequence` counts them), after the
+  /// coordinator's lock is released, so a sink may call back into the coordinator. A change is
+  /// delivered before the call that made it returns, unless another thread is delivering at that
+  /// moment: that thread then delivers it next, in order.
   template <class F>
   requires std::invocable<F&, const BudgetChange&>
   [[nodiscard]] SinkHandle add_audit_sink(F sink) {
@@ -766,6 +866,7 @@ private:
   using traits = amount_traits<Amount>;
   using MonitorFns = detail::MonitorEntry<UsageEvent, const ViolationReporter>;
   using MonitorList = std::vector<std::shared_ptr<const MonitorFns>>;
+  using Turn = detail::SerialNotifier<UsageEvent>;
 
   enum class Scope : std::uint8_t { agent, pool, all };
   struct Registration {
@@ -787,9 +888,10 @@ private:
     std::atomic<std::uint32_t> monitor_count{0};
     std::atomic<std::uint64_t> consume_count{0}; // unused when the ledger counts charges
     detail::SharedSlot<MonitorList> monitors;    // not atomic<shared_ptr>: see shared_slot.hpp
-    // Held across veto, debit and notification, so observers see one agent's changes once
-    // and in order. Monitors run under it: it is never taken while holding `mutex_`.
-    std::mutex order_mutex;
+    // The agent's turn: held across veto check and change, and by whoever delivers its events,
+    // so observers see one agent's changes once and in order. Monitors run while it is held: it
+    // is never taken while holding `mutex_`.
+    Turn turn;
     // Leaf locks: nothing else is acquired and no user code runs while they are held.
     mutable std::mutex history_mutex;
     std::vector<HistoryRecord> history;
@@ -797,8 +899,9 @@ private:
     std::size_t history_size = 0;
     mutable std::mutex stats_mutex;
     Amount overspent{};
-    // Guarded by the coordinator's `mutex_`.
+    // Set before the agent is published and never changed after, so reporters read it unlocked.
     std::string name;
+    // Guarded by the coordinator's `mutex_`.
     int priority = 0;
     Metadata metadata;
     std::any user_data;
@@ -823,10 +926,23 @@ private:
     time_point created{};
   };
 
+  // A registered sink. Lists hold pointers, so changing a list never copies the user's sink, and
+  // `active` is cleared first when it is removed, so a removal that cannot finish still stops it.
   template <class Fn>
-  using SinkList = std::vector<std::pair<std::uint64_t, Fn>>;
+  struct SinkEntry {
+    explicit SinkEntry(Fn f) : fn(std::move(f)) {}
+    Fn fn;
+    mutable std::atomic<bool> active{true};
+  };
+  template <class Fn>
+  using SinkList = std::vector<std::shared_ptr<const SinkEntry<Fn>>>;
 
   static Amount zero() { return amount_zero<Amount>(); }
+
+  // Positive and finite; NaN fails the first test, infinities the second.
+  static bool valid_amount(const Amount& value) noexcept {
+    return zero() < value && amount_is_finite(value);
+  }
 
   static void validate_name(const std::string& name, const char* what) {
     if (name.empty())
@@ -838,14 +954,15 @@ private:
                                         priority, name, min_priority, max_priority));
   }
   static void validate_non_negative(const Amount& value, const std::string& what) {
-    if (!(zero() <= value))
-      throw InvalidArgument(fmt::format("safeguards: {} must not be negative, got {}", what,
-                                        amount_to_string(value)));
+    if (!(zero() <= value) || !amount_is_finite(value))
+      throw InvalidArgument(fmt::format("safeguards: {} must be a finite amount of at least zero, "
+                                        "got {}",
+                                        what, amount_to_string(value)));
   }
   static void validate_positive(const Amount& value, const std::string& what) {
-    if (!(zero() < value))
-      throw InvalidArgument(
-          fmt::format("safeguards: {} must be positive, got {}", what, amount_to_string(value)));
+    if (!valid_amount(value))
+      throw InvalidArgument(fmt::format("safeguards: {} must be positive and finite, got {}", what,
+                                        amount_to_string(value)));
   }
   [[noreturn]] static void throw_unknown_agent(AgentId agent) {
     throw UnknownAgent(fmt::format("safeguards: unknown agent {}", agent));
@@ -856,8 +973,9 @@ private:
     case ConsumeStatus::unknown_agent:
       throw_unknown_agent(agent);
     case ConsumeStatus::invalid_amount:
-      throw InvalidArgument(fmt::format("safeguards: cannot {} {} from {}: amount must be positive",
-                                        what, amount_to_string(amount), agent));
+      throw InvalidArgument(fmt::format(
+          "safeguards: cannot {} {} from {}: amount must be positive and finite", what,
+          amount_to_string(amount), agent));
     case ConsumeStatus::insufficient:
       throw BudgetExceeded(fmt::format("safeguards: {} cannot {} {}: only {} remaining", agent,
                                        what, amount_to_string(amount),
@@ -880,19 +998,21 @@ private:
     return ConsumeStatus::unknown_agent;
   }
 
-  // Stamps the next sequence number: called under the writer lock, so numbers follow the order
-  // in which changes were made.
-  BudgetChange make_change_locked(const AgentState& a, const Amount& old_budget,
-                                  const Amount& new_budget, std::string reason, time_point now) {
-    return {a.id,
-            a.priority,
-            old_budget,
-            new_budget,
-            traits::sub(new_budget, old_budget),
-            std::move(reason),
-            now,
-            a.name,
-            ++last_sequence_};
+  // The usage a commit reports nobody could pay is a statistic: past the amount type's range it
+  // stays at the largest value the type has rather than throwing from a `noexcept` settle.
+  static Amount saturating_add(const Amount& a, const Amount& b) noexcept {
+    if (auto sum = checked_add(a, b))
+      return *sum;
+    if constexpr (detail::RawAmount<Amount>)
+      return traits::from_raw(std::numeric_limits<std::int64_t>::max());
+    else if constexpr (std::floating_point<Amount>)
+      return std::numeric_limits<Amount>::max();
+    else
+      return a;
+  }
+
+  static std::string implicit_pool_name(const std::string& agent_name) {
+    return "agent:" + agent_name;
   }
 
   PoolId add_pool_locked(PoolSpec spec, bool implicit) {
@@ -915,6 +1035,18 @@ private:
     }
     ++next_pool_id_;
     return id;
+  }
+
+  // Undoes `add_pool_locked` for a pool nobody has seen (the writer lock was held throughout),
+  // so its id can be handed out again without breaking "ids are never reused".
+  void remove_unused_pool_locked(PoolId id) noexcept {
+    auto it = pools_.find(id.value());
+    if (it == pools_.end())
+      return;
+    pool_names_.erase(it->second.name);
+    pools_.erase(it);
+    if (id.value() + 1 == next_pool_id_)
+      --next_pool_id_;
   }
 
   PoolState* find_pool_locked(PoolId pool) const {
@@ -987,6 +1119,19 @@ private:
     return m;
   }
 
+  // Fills a record whose strings were allocated before the change was made, and stamps the next
+  // sequence number: under the writer lock, so numbers follow the order of the changes.
+  void fill_change_locked(BudgetChange& c, const AgentState& a, const Amount& old_budget,
+                          const Amount& new_budget, time_point now) noexcept {
+    c.agent = a.id;
+    c.priority = a.priority;
+    c.old_budget = old_budget;
+    c.new_budget = new_budget;
+    c.delta = traits::sub(new_budget, old_budget);
+    c.timestamp = now;
+    c.sequence = ++last_sequence_;
+  }
+
   // A ledger that counts charges keeps the count on the balance's own cache line: with two
   // cores on one agent, a second contended line (this counter in AgentState, next to fields
   // every consume reads) made each consume several times slower than the debit itself.
@@ -1015,6 +1160,10 @@ private:
             before.used, after.used, now};
   }
 
+  ViolationReporter reporter_for(const AgentState& a, time_point now) const noexcept {
+    return ViolationReporter(deliver_, a.id, a.name, now);
+  }
+
   void record_history(AgentState& a, const Amount& amount, UsageKind kind,
                       time_point now) noexcept {
     // The ring's size is fixed before the agent is published, so it is read without the lock:
@@ -1028,51 +1177,112 @@ private:
     a.history_size = std::min(a.history_size + 1, cap);
   }
 
+  // Hands an agent's queued events to its observers; run by whoever holds the agent's turn.
+  auto deliver_for(AgentState& a) noexcept {
+    return [this, &a](const UsageEvent& e) noexcept {
+      if (auto monitors = a.monitors.load())
+        notify(*monitors, e, reporter_for(a, e.timestamp));
+    };
+  }
+
+  void leave_turn(AgentState& a) noexcept { a.turn.leave(deliver_for(a)); }
+
+  struct LeaveTurn {
+    BasicBudgetCoordinator& coord;
+    AgentState& agent;
+    ~LeaveTurn() { coord.leave_turn(agent); }
+  };
+
+  // Makes a monitored change and queues its event. `change()` returns the event's amount, or
+  // nothing when it changed nothing. Balances are read just before and after it under the
+  // queue's lock, so the event's numbers are those of this change alone, and queued events are in
+  // the order of their changes.
+  template <class Change>
+  void record_change(AgentState& a, UsageKind kind, Change& change) noexcept {
+    const bool queued = a.turn.defer(
+        [&]() noexcept -> std::optional<UsageEvent> {
+          const auto before = ledger_.balance(a.account);
+          const std::optional<Amount> amount = change();
+          if (!amount)
+            return std::nullopt;
+          try {
+            return make_event(a, kind, *amount, before, ledger_.balance(a.account), clock_.now());
+          } catch (...) {
+            return std::nullopt;
+          }
+        },
+        deliver_for(a));
+    if (!queued)
+      sink_failures_.fetch_add(1);
+  }
+
+  // A change that cannot be refused: settling or releasing money already set aside. It waits
+  // for the agent's turn when it can; when this thread already holds it (a monitor settling a
+  // reservation of its own agent) or waiting would deadlock (the holder waits for this thread),
+  // it is made at once and its event delivered by the holder of the turn, after the event that
+  // holder is delivering.
+  template <class Change>
+  void unrefusable_change(AgentState& a, UsageKind kind, Change change) noexcept {
+    if (a.monitor_count.load(std::memory_order_acquire) == 0) {
+      (void)change();
+      return;
+    }
+    const auto entry = a.turn.enter();
+    record_change(a, kind, change);
+    if (entry == Turn::Entry::locked)
+      leave_turn(a);
+  }
+
   // Everything that is not the bare lock-free path: history, monitors, or both.
   ConsumeResult change_slow(AgentState& a, UsageKind kind, const Amount& amount) noexcept {
-    auto apply = [&] {
-      return kind == UsageKind::consume ? ledger_.debit(a.account, amount)
-                                        : ledger_.reserve(a.account, amount);
+    LedgerStatus status = LedgerStatus::ok;
+    auto apply = [&](time_point now) noexcept -> std::optional<Amount> {
+      status = kind == UsageKind::consume ? ledger_.debit(a.account, amount)
+                                          : ledger_.reserve(a.account, amount);
+      if (status != LedgerStatus::ok)
+        return std::nullopt;
+      if (kind == UsageKind::consume) {
+        count_charge(a);
+        record_history(a, amount, kind, now);
+      }
+      return amount;
     };
     if (a.monitor_count.load(std::memory_order_acquire) == 0) {
-      auto status = apply();
-      if (status == LedgerStatus::ok && kind == UsageKind::consume) {
-        count_charge(a);
-        record_history(a, amount, kind, clock_.now());
-      }
+      (void)apply(options_.history_capacity != 0 ? clock_.now() : time_point{});
       return to_consume_status(status);
     }
-    if (running_monitors_of(a))
+    switch (a.turn.enter()) {
+    case Turn::Entry::reentrant:
       return ConsumeStatus::reentrant_call;
-    std::lock_guard order(a.order_mutex);
-    MonitorScope scope(&a);
+    case Turn::Entry::would_deadlock:
+      return ConsumeStatus::would_deadlock;
+    case Turn::Entry::locked:
+      break;
+    }
+    LeaveTurn leave{*this, a};
     const auto now = clock_.now();
     const auto before = ledger_.balance(a.account);
     if (!ledger_.is_open(a.account))
       return ConsumeStatus::unknown_agent;
     if (before.remaining < amount)
       return ConsumeStatus::insufficient;
-    auto would = before;
-    would.remaining = traits::sub(before.remaining, amount);
-    if (kind == UsageKind::consume)
-      would.used = traits::add(before.used, amount);
-    else
-      would.reserved = traits::add(before.reserved, amount);
-    const auto event = make_event(a, kind, amount, before, would, now);
-    const auto monitors = a.monitors.load();
-    const ViolationReporter reporter(deliver_, a.id, now);
-    for (const auto& m : *monitors)
-      if (m->check && !run_check(*m, event, reporter))
-        return ConsumeStatus::denied_by_monitor;
-    auto status = apply();
-    if (status != LedgerStatus::ok)
-      return to_consume_status(status);
-    if (kind == UsageKind::consume) {
-      count_charge(a);
-      record_history(a, amount, kind, now);
+    if (const auto monitors = a.monitors.load()) {
+      auto would = before;
+      would.remaining = traits::sub(before.remaining, amount);
+      if (kind == UsageKind::consume)
+        would.used = traits::add(before.used, amount);
+      else
+        would.reserved = traits::add(before.reserved, amount);
+      const auto event = make_event(a, kind, amount, before, would, now);
+      const auto reporter = reporter_for(a, now);
+      for (const auto& m : *monitors)
+        if (m->check && m->is_active() && !run_check(*m, event, reporter))
+          return ConsumeStatus::denied_by_monitor;
     }
-    notify(*monitors, event, reporter);
-    return ConsumeStatus::ok;
+    // A check may have settled a reservation meanwhile; the debit re-checks the balance itself.
+    auto change = [&] { return apply(now); };
+    record_change(a, kind, change);
+    return to_consume_status(status);
   }
 
   bool run_check(const MonitorFns& m, const UsageEvent& e, const ViolationReporter& r) noexcept {
@@ -1087,7 +1297,7 @@ private:
   void notify(const MonitorList& monitors, const UsageEvent& e,
               const ViolationReporter& r) noexcept {
     for (const auto& m : monitors) {
-      if (!m->observe)
+      if (!m->observe || !m->is_active())
         continue;
       try {
         m->observe(e, r);
@@ -1119,50 +1329,38 @@ private:
   // is what an Overspend report names.
   CommitResult settle(AgentState& a, const Amount& held, const Amount& actual,
                       const Amount& estimate, const Amount& usage_total) noexcept {
+    const Amount z = zero();
+    Settlement<Amount> s{z, z, z};
+    unrefusable_change(a, UsageKind::commit, [&]() noexcept -> std::optional<Amount> {
+      s = ledger_.settle(a.account, held, actual);
+      if (z < s.charged) {
+        count_charge(a);
+        if (options_.history_capacity != 0)
+          record_history(a, s.charged, UsageKind::commit, clock_.now());
+      }
+      return s.charged;
+    });
     CommitResult result;
-    const bool monitored = a.monitor_count.load(std::memory_order_acquire) != 0;
-    std::unique_lock<std::mutex> order;
-    std::optional<MonitorScope> scope;
-    if (monitored && !running_monitors_of(a)) {
-      order = std::unique_lock(a.order_mutex);
-      scope.emplace(&a);
-    }
-    const auto before = monitored ? ledger_.balance(a.account) : LedgerBalance<Amount>{};
-    auto s = ledger_.settle(a.account, held, actual);
     result.charged = s.charged;
     result.refunded = s.refunded;
     result.overspent = s.uncovered;
-    if (zero() < s.charged) {
-      count_charge(a);
-      if (options_.history_capacity != 0)
-        record_history(a, s.charged, UsageKind::commit, clock_.now());
-    }
-    if (s.account_closed && zero() < s.refunded)
+    if (s.account_closed && z < s.refunded)
       return_to_pool(a, s.refunded);
-    const bool overspent = zero() < s.uncovered;
-    if (overspent) {
-      std::lock_guard lock(a.stats_mutex);
-      a.overspent = traits::add(a.overspent, s.uncovered);
-    }
-    if (!monitored && !overspent)
+    if (!(z < s.uncovered))
       return result;
+    {
+      std::lock_guard lock(a.stats_mutex);
+      a.overspent = saturating_add(a.overspent, s.uncovered);
+    }
     try {
-      const auto now = clock_.now();
-      const ViolationReporter reporter(deliver_, a.id, now);
-      if (overspent)
-        reporter.report(ViolationType::Overspend, AlertSeverity::High,
-                        fmt::format("Actual usage {} exceeded what {} could pay by {}",
-                                    amount_to_string(usage_total), a.id,
-                                    amount_to_string(s.uncovered)),
-                        {{"estimate", amount_to_string(estimate)},
-                         {"actual", amount_to_string(usage_total)},
-                         {"charged", amount_to_string(s.charged)},
-                         {"uncovered", amount_to_string(s.uncovered)}});
-      if (monitored && order.owns_lock()) {
-        auto after = ledger_.balance(a.account);
-        notify(*a.monitors.load(), make_event(a, UsageKind::commit, s.charged, before, after, now),
-               reporter);
-      }
+      reporter_for(a, clock_.now())
+          .report(ViolationType::Overspend, AlertSeverity::High,
+                  fmt::format("Actual usage {} exceeded what {} could pay by {}",
+                              amount_to_string(usage_total), a.id, amount_to_string(s.uncovered)),
+                  {{"estimate", amount_to_string(estimate)},
+                   {"actual", amount_to_string(usage_total)},
+                   {"charged", amount_to_string(s.charged)},
+                   {"uncovered", amount_to_string(s.uncovered)}});
     } catch (...) {
       sink_failures_.fetch_add(1);
     }
@@ -1171,27 +1369,13 @@ private:
 
   // Releases a reservation; called by Reservation.
   void release(AgentState& a, const Amount& held) noexcept {
-    const bool monitored = a.monitor_count.load(std::memory_order_acquire) != 0;
-    std::unique_lock<std::mutex> order;
-    std::optional<MonitorScope> scope;
-    if (monitored && !running_monitors_of(a)) {
-      order = std::unique_lock(a.order_mutex);
-      scope.emplace(&a);
-    }
-    const auto before = monitored ? ledger_.balance(a.account) : LedgerBalance<Amount>{};
-    if (!ledger_.release(a.account, held))
+    bool closed = false;
+    unrefusable_change(a, UsageKind::release, [&]() noexcept -> std::optional<Amount> {
+      closed = !ledger_.release(a.account, held);
+      return held;
+    });
+    if (closed)
       return_to_pool(a, held);
-    if (!order.owns_lock())
-      return;
-    try {
-      const auto now = clock_.now();
-      const ViolationReporter reporter(deliver_, a.id, now);
-      notify(*a.monitors.load(),
-             make_event(a, UsageKind::release, held, before, ledger_.balance(a.account), now),
-             reporter);
-    } catch (...) {
-      sink_failures_.fetch_add(1);
-    }
   }
 
   // Money a removed agent's reservation gave back goes to the pool it came from.
@@ -1203,36 +1387,66 @@ private:
   }
 
   template <class M>
-  MonitorHandle register_locked(Scope scope, std::uint64_t target, M monitor) {
-    auto entry = std::make_shared<const MonitorFns>(
-        detail::make_monitor_entry<UsageEvent, const ViolationReporter>(std::move(monitor)));
-    const std::uint64_t reg_id = next_registration_id_++;
-    registrations_.emplace(reg_id, Registration{scope, target, entry});
-    for_each_in_scope(scope, target, [&](AgentState& a) {
-      auto list = std::make_shared<MonitorList>(*a.monitors.load());
-      list->push_back(entry);
-      a.monitors.store(std::move(list));
-      a.monitor_count.fetch_add(1, std::memory_order_release);
-    });
-    return MonitorHandle(alive_, [this, reg_id] { unregister(reg_id); });
+  MonitorHandle register_monitor(Scope scope, std::uint64_t target, M monitor) {
+    // Made before the lock, so that if registering fails the user's monitor dies unlocked.
+    std::shared_ptr<const MonitorFns> entry =
+        detail::make_monitor_entry<UsageEvent, const ViolationReporter>(std::move(monitor));
+    std::weak_ptr<const MonitorFns> weak = entry; // weak: a monitor may hold its own handle
+    MonitorHandle handle(alive_, [this, weak] { unregister(weak); });
+    std::vector<std::shared_ptr<const MonitorList>> replaced; // released after unlocking
+    {
+      std::unique_lock lock(mutex_);
+      if (scope == Scope::agent)
+        live_agent_locked(AgentId(target));
+      else if (scope == Scope::pool)
+        find_pool_locked(PoolId(target));
+      replaced.reserve(agents_.size());
+      registrations_.emplace(next_registration_id_++, Registration{scope, target, entry});
+      for_each_in_scope(scope, target, [&](AgentState& a) {
+        auto current = a.monitors.load();
+        auto list = current ? std::make_shared<MonitorList>(*current)
+                            : std::make_shared<MonitorList>();
+        list->push_back(entry);
+        replaced.push_back(a.monitors.exchange(std::move(list)));
+        a.monitor_count.fetch_add(1, std::memory_order_release);
+      });
+    }
+    return handle;
   }
 
-  void unregister(std::uint64_t reg_id) {
-    std::unique_lock lock(mutex_);
-    auto it = registrations_.find(reg_id);
-    if (it == registrations_.end())
+  // Cannot fail: the monitor is marked inactive first, so it never starts again even if there
+  // is no memory left to take it out of the lists (they then keep an inert pointer to it).
+  void unregister(const std::weak_ptr<const MonitorFns>& weak) noexcept {
+    auto entry = weak.lock();
+    if (!entry)
       return;
-    auto reg = it->second;
-    registrations_.erase(it);
-    for_each_in_scope(reg.scope, reg.target, [&](AgentState& a) {
-      auto list = std::make_shared<MonitorList>(*a.monitors.load());
-      auto pos = std::find(list->begin(), list->end(), reg.entry);
-      if (pos == list->end())
+    entry->deactivate();
+    // Destroyed after unlocking: the last reference to the user's monitor may be among them.
+    std::optional<Registration> removed;
+    std::vector<std::shared_ptr<const MonitorList>> replaced;
+    try {
+      std::unique_lock lock(mutex_);
+      auto it = std::find_if(registrations_.begin(), registrations_.end(),
+                             [&](const auto& r) { return r.second.entry == entry; });
+      if (it == registrations_.end())
         return;
-      list->erase(pos);
-      a.monitors.store(std::move(list));
-      a.monitor_count.fetch_sub(1, std::memory_order_release);
-    });
+      removed.emplace(std::move(it->second));
+      registrations_.erase(it);
+      replaced.reserve(agents_.size());
+      for_each_in_scope(removed->scope, removed->target, [&](AgentState& a) {
+        auto current = a.monitors.load();
+        if (!current)
+          return;
+        auto pos = std::find(current->begin(), current->end(), entry);
+        if (pos == current->end())
+          return;
+        auto list = std::make_shared<MonitorList>(*current);
+        list->erase(list->begin() + (pos - current->begin()));
+        replaced.push_back(a.monitors.exchange(std::move(list)));
+        a.monitor_count.fetch_sub(1, std::memory_order_release);
+      });
+    } catch (...) {
+    }
   }
 
   template <class F>
@@ -1245,28 +1459,50 @@ private:
 
   template <class Fn>
   SinkHandle add_sink(detail::SharedSlot<SinkList<Fn>>& sinks, Fn fn) {
-    std::unique_lock lock(mutex_);
-    const std::uint64_t id = next_registration_id_++;
-    auto current = sinks.load();
-    auto list =
-        current ? std::make_shared<SinkList<Fn>>(*current) : std::make_shared<SinkList<Fn>>();
-    list->emplace_back(id, std::move(fn));
-    sinks.store(std::move(list));
-    return SinkHandle(alive_, [this, &sinks, id] {
-      std::unique_lock relock(mutex_);
-      auto remaining = std::make_shared<SinkList<Fn>>(*sinks.load());
-      std::erase_if(*remaining, [id](const auto& entry) { return entry.first == id; });
-      sinks.store(std::move(remaining));
-    });
+    auto entry = std::make_shared<const SinkEntry<Fn>>(std::move(fn));
+    std::weak_ptr<const SinkEntry<Fn>> weak = entry;
+    SinkHandle handle(alive_, [this, &sinks, weak] { remove_sink(sinks, weak); });
+    std::shared_ptr<const SinkList<Fn>> replaced; // released after unlocking
+    {
+      std::unique_lock lock(mutex_);
+      auto current = sinks.load();
+      auto list =
+          current ? std::make_shared<SinkList<Fn>>(*current) : std::make_shared<SinkList<Fn>>();
+      list->push_back(entry);
+      replaced = sinks.exchange(std::move(list));
+    }
+    return handle;
+  }
+
+  template <class Fn>
+  void remove_sink(detail::SharedSlot<SinkList<Fn>>& sinks,
+                   const std::weak_ptr<const SinkEntry<Fn>>& weak) noexcept {
+    auto entry = weak.lock();
+    if (!entry)
+      return;
+    entry->active.store(false, std::memory_order_release);
+    std::shared_ptr<const SinkList<Fn>> replaced; // released after unlocking
+    try {
+      std::unique_lock lock(mutex_);
+      auto current = sinks.load();
+      if (!current)
+        return;
+      auto remaining = std::make_shared<SinkList<Fn>>(*current);
+      std::erase(*remaining, entry);
+      replaced = sinks.exchange(std::move(remaining));
+    } catch (...) { // inactive already: it never runs again
+    }
   }
 
   template <class List, class Record>
   void deliver_to(const std::shared_ptr<const List>& sinks, const Record& record) noexcept {
     if (!sinks)
       return;
-    for (const auto& [id, sink] : *sinks) {
+    for (const auto& sink : *sinks) {
+      if (!sink->active.load(std::memory_order_acquire))
+        continue;
       try {
-        sink(record);
+        sink->fn(record);
       } catch (...) {
         sink_failures_.fetch_add(1);
       }
@@ -1276,35 +1512,8 @@ private:
   void publish_violation(Violation&& v) noexcept { deliver_to(violation_sinks_.load(), v); }
 
   // Called after the writer lock is released, so a sink may call back into the coordinator.
-  void publish_changes(const std::vector<BudgetChange>& changes) noexcept {
-    auto sinks = audit_sinks_.load();
-    for (const auto& c : changes)
-      deliver_to(sinks, c);
-  }
-
-  // The agents whose monitors this thread is running, innermost first, so that a monitor that
-  // spends from any of them (directly, or through another agent's monitor) gets an error
-  // instead of locking a mutex this thread already holds.
-  struct MonitorScope {
-    const AgentState* agent;
-    const MonitorScope* outer;
-    explicit MonitorScope(const AgentState* a) noexcept : agent(a), outer(innermost()) {
-      innermost() = this;
-    }
-    ~MonitorScope() { innermost() = outer; }
-    MonitorScope(const MonitorScope&) = delete;
-    MonitorScope& operator=(const MonitorScope&) = delete;
-
-    static const MonitorScope*& innermost() noexcept {
-      thread_local const MonitorScope* top = nullptr;
-      return top;
-    }
-  };
-  static bool running_monitors_of(const AgentState& a) noexcept {
-    for (const MonitorScope* s = MonitorScope::innermost(); s; s = s->outer)
-      if (s->agent == &a)
-        return true;
-    return false;
+  void deliver_audit() noexcept {
+    audit_queue_.deliver_all([this](const BudgetChange& c) { deliver_to(audit_sinks_.load(), c); });
   }
 
   CoordinatorOptions options_;
@@ -1314,7 +1523,8 @@ private:
   std::shared_ptr<int> alive_; // handles hold a weak_ptr to it
   typename ViolationReporter::Deliver deliver_;
 
-  // Structure and management data. Never held while user code (monitors, sinks) runs.
+  // Structure and management data. Never held while user code (monitors, sinks) runs, nor while
+  // user objects are destroyed.
   mutable std::shared_mutex mutex_;
   std::deque<AgentState> agents_; // index = id - 1; never shrinks, so pointers stay valid
   std::map<std::uint64_t, PoolState> pools_;
@@ -1328,6 +1538,7 @@ private:
   detail::SlotTable<AgentState> table_; // lock-free id -> agent for the hot path
   detail::SharedSlot<SinkList<std::function<void(const Violation&)>>> violation_sinks_;
   detail::SharedSlot<SinkList<std::function<void(const BudgetChange&)>>> audit_sinks_;
+  detail::InOrderDelivery<BudgetChange> audit_queue_;
   std::atomic<std::uint64_t> sink_failures_{0};
 
   std::size_t open_reservations() const noexcept {
@@ -1341,14 +1552,18 @@ private:
 /// Money set aside for one expensive call: reserve the estimate before, commit the actual
 /// usage after. Move-only; destroying it without `commit` releases everything it holds.
 ///
+/// A usage report the amount type cannot add up (a running total past `Decimal::max()`, say)
+/// is refused with `invalid_amount` and changes nothing: a garbled report never kills the
+/// process from these `noexcept` calls, and the reservation still releases what it holds.
+///
 /// **Example**
 /// ```
 /// auto r = coord.reserve(agent, Decimal("5.0"));   // throws if it cannot be covered
 /// auto usage = call_model();
-/// r.commit(usage.cost);                             // refunds 5.0 - cost, or charges more
+/// auto settled = r.commit(usage.cost);              // refunds 5.0 - cost, or charges more
 /// ```
 template <class Coordinator>
-class BasicReservation {
+class [[nodiscard]] BasicReservation {
   using Amount = typename Coordinator::amount_type;
   using CommitResult = typename Coordinator::CommitResult;
 
@@ -1392,7 +1607,7 @@ public:
       return r;
     }
     const Amount z = amount_zero<Amount>();
-    if (actual < z || !(actual == actual)) {
+    if (actual < z || !amount_is_finite(actual)) {
       r.status = ConsumeStatus::invalid_amount;
       return r;
     }
@@ -1401,12 +1616,15 @@ public:
     const bool more = settled_ < actual;
     Amount rest = more ? amount_traits<Amount>::sub(actual, settled_) : z;
     r = coord_->settle(*agent_, held_, rest, estimate_, more ? actual : settled_);
-    charged_ = amount_traits<Amount>::add(charged_, r.charged);
-    settled_ = amount_traits<Amount>::add(settled_, rest);
+    charged_ = amount_traits<Amount>::add(charged_, r.charged); // bounded by the allocation
+    if (more)
+      settled_ = actual;
     held_ = z;
     finish();
     return r;
   }
+  template <class T>
+  requires(!AmountArgument<T, Amount>) CommitResult commit(const T&) = delete;
 
   /// Charges `amount` now, for streaming responses; it comes out of what is held first.
   CommitResult commit_partial(const Amount& amount) noexcept {
@@ -1415,17 +1633,20 @@ public:
       r.status = ConsumeStatus::not_active;
       return r;
     }
-    if (!(amount_zero<Amount>() < amount)) {
+    const std::optional<Amount> total = checked_add(settled_, amount);
+    if (!(amount_zero<Amount>() < amount) || !amount_is_finite(amount) || !total) {
       r.status = ConsumeStatus::invalid_amount;
       return r;
     }
     Amount from_hold = amount < held_ ? amount : held_;
-    settled_ = amount_traits<Amount>::add(settled_, amount);
+    settled_ = *total;
     r = coord_->settle(*agent_, from_hold, amount, estimate_, settled_);
     held_ = amount_traits<Amount>::sub(held_, from_hold);
     charged_ = amount_traits<Amount>::add(charged_, r.charged);
     return r;
   }
+  template <class T>
+  requires(!AmountArgument<T, Amount>) CommitResult commit_partial(const T&) = delete;
 
   /// Gives back everything still held. Idempotent.
   void release() noexcept {

@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <atomic>
 #include <concepts>
 #include <cstdint>
 #include <functional>
@@ -9,10 +10,13 @@
 #include <mutex>
 #include <optional>
 #include <safeguards/amount.hpp>
+#include <safeguards/errors.hpp>
 #include <safeguards/ids.hpp>
 #include <safeguards/violation.hpp>
+#include <map>
 #include <set>
 #include <string>
+#include <string_view>
 #include <utility>
 
 namespace safeguards {
@@ -56,24 +60,31 @@ struct BasicUsageEvent {
   TimePoint timestamp{};
 };
 
-/// Handed to monitors so they can report violations; agent and timestamp are filled in.
+/// Handed to monitors so they can report violations; agent, its name and the timestamp are
+/// filled in.
 template <class TimePoint>
 class BasicViolationReporter {
 public:
   using Deliver = std::function<void(BasicViolation<TimePoint>&&)>;
 
-  BasicViolationReporter(const Deliver& deliver, AgentId agent, TimePoint now)
-      : deliver_(deliver), agent_(agent), now_(now) {}
+  /// `agent_name` must outlive the reporter (the coordinator passes the agent's own name).
+  BasicViolationReporter(const Deliver& deliver, AgentId agent, std::string_view agent_name,
+                         TimePoint now)
+      : deliver_(deliver), agent_(agent), agent_name_(agent_name), now_(now) {}
 
   void report(ViolationType type, AlertSeverity severity, std::string message,
               std::map<std::string, std::string> details = {}) const {
     deliver_(BasicViolation<TimePoint>{agent_, type, severity, std::move(message),
-                                       std::move(details), now_});
+                                       std::move(details), now_, std::string(agent_name_)});
   }
+
+  AgentId agent() const noexcept { return agent_; }
+  std::string_view agent_name() const noexcept { return agent_name_; }
 
 private:
   const Deliver& deliver_;
   AgentId agent_;
+  std::string_view agent_name_;
   TimePoint now_;
 };
 
@@ -95,17 +106,57 @@ concept Monitor = std::move_constructible<M> &&(
     std::invocable<M&, const Event&, Reporter&> || std::invocable<M&, const Event&>);
 
 namespace detail {
+[[noreturn]] inline void throw_bad_percent(std::int64_t value) {
+  throw InvalidArgument(
+      fmt::format("safeguards: a percentage must be between 0 and 100, got {}", value));
+}
+} // namespace detail
 
+/// A whole percentage, 0..100, for the threshold monitors. Anything else throws
+/// `InvalidArgument` where the monitor is made (and does not compile in a constant expression),
+/// so an alert at 150 % that can never fire does not get as far as a coordinator.
+///
+/// **Example**
+/// ```
+/// auto alert = coord.add_monitor(all_agents, LowBudgetAlert{.percent = 15});
+/// LowBudgetAlert{.percent = 150};   // throws InvalidArgument
+/// ```
+class Percent {
+public:
+  constexpr Percent(std::int64_t value) : value_(value) { // NOLINT(google-explicit-constructor)
+    if (value < 0 || value > 100)
+      detail::throw_bad_percent(value);
+  }
+  /// Fractions would be rounded silently: not a percentage this type takes.
+  template <std::floating_point F>
+  Percent(F) = delete;
+
+  constexpr std::int64_t value() const noexcept { return value_; }
+  friend constexpr bool operator==(Percent, Percent) noexcept = default;
+  friend constexpr auto operator<=>(Percent, Percent) noexcept = default;
+
+private:
+  std::int64_t value_;
+};
+
+namespace detail {
+
+// A registered monitor. `active` is cleared first when it is unregistered, so that a monitor
+// whose removal from the lists could not finish (no memory for the new list) never runs again.
 template <class Event, class Reporter>
 struct MonitorEntry {
   std::function<bool(const Event&, Reporter&)> check;
   std::function<void(const Event&, Reporter&)> observe;
+  mutable std::atomic<bool> active{true};
+
+  bool is_active() const noexcept { return active.load(std::memory_order_acquire); }
+  void deactivate() const noexcept { active.store(false, std::memory_order_release); }
 };
 
 template <class Event, class Reporter, class M>
-auto make_monitor_entry(M monitor) {
+std::shared_ptr<const MonitorEntry<Event, Reporter>> make_monitor_entry(M monitor) {
   auto shared = std::make_shared<M>(std::move(monitor));
-  MonitorEntry<Event, Reporter> entry;
+  auto entry = std::make_shared<MonitorEntry<Event, Reporter>>();
   constexpr bool has_check = requires(M & m, const Event& e, Reporter& r) {
     m.check(e, r);
   };
@@ -114,19 +165,19 @@ auto make_monitor_entry(M monitor) {
   };
   if constexpr (has_check || has_observe) {
     if constexpr (has_check)
-      entry.check = [shared](const Event& e, Reporter& r) { return bool(shared->check(e, r)); };
+      entry->check = [shared](const Event& e, Reporter& r) { return bool(shared->check(e, r)); };
     if constexpr (has_observe)
-      entry.observe = [shared](const Event& e, Reporter& r) { shared->observe(e, r); };
+      entry->observe = [shared](const Event& e, Reporter& r) { shared->observe(e, r); };
   } else if constexpr (std::invocable<M&, const Event&, Reporter&>) {
     if constexpr (std::is_void_v<std::invoke_result_t<M&, const Event&, Reporter&>>)
-      entry.observe = [shared](const Event& e, Reporter& r) { (*shared)(e, r); };
+      entry->observe = [shared](const Event& e, Reporter& r) { (*shared)(e, r); };
     else
-      entry.check = [shared](const Event& e, Reporter& r) { return bool((*shared)(e, r)); };
+      entry->check = [shared](const Event& e, Reporter& r) { return bool((*shared)(e, r)); };
   } else {
     if constexpr (std::is_void_v<std::invoke_result_t<M&, const Event&>>)
-      entry.observe = [shared](const Event& e, Reporter&) { (*shared)(e); };
+      entry->observe = [shared](const Event& e, Reporter&) { (*shared)(e); };
     else
-      entry.check = [shared](const Event& e, Reporter&) { return bool((*shared)(e)); };
+      entry->check = [shared](const Event& e, Reporter&) { return bool((*shared)(e)); };
   }
   return entry;
 }
@@ -134,21 +185,21 @@ auto make_monitor_entry(M monitor) {
 // The line `percent` % of an allocation draws (exact for the exact amount types), or nothing
 // for an agent with no allocation, which has no line to cross.
 template <class Amount>
-std::optional<Amount> threshold_line(const Amount& allocated, std::int64_t percent) {
+std::optional<Amount> threshold_line(const Amount& allocated, Percent percent) {
   if (!(amount_zero<Amount>() < allocated))
     return std::nullopt;
-  return amount_traits<Amount>::mul_div(allocated, percent, 100);
+  return amount_traits<Amount>::mul_div(allocated, percent.value(), 100);
 }
 
 // The guide's threshold alerts share their details; only the name of the watched value differs.
 template <class Amount, class Reporter>
 void report_threshold(Reporter& reporter, ViolationType type, AlertSeverity severity,
                       std::string message, const char* value_key, const Amount& value,
-                      const Amount& allocated, std::int64_t percent) {
+                      const Amount& allocated, Percent percent) {
   reporter.report(type, severity, std::move(message),
                   {{value_key, amount_to_string(value)},
                    {"initial_budget", amount_to_string(allocated)},
-                   {"threshold_percent", std::to_string(percent)}});
+                   {"threshold_percent", std::to_string(percent.value())}});
 }
 
 } // namespace detail
@@ -157,15 +208,27 @@ void report_threshold(Reporter& reporter, ViolationType type, AlertSeverity seve
 /// total spending (used and reserved, plus what is being asked) past `limit`, and reports
 /// `BudgetLimitExceeded` once per episode (again only after a request has fitted again).
 ///
+/// A commit cannot be vetoed (the call has been made; its cost is what it is), so a commit whose
+/// actual usage goes beyond its reservation and carries spending past the limit is reported as
+/// `BudgetLimitExceeded` with the true figures, every time that happens.
+///
 /// **Example**
 /// ```
 /// auto handle = coord.add_monitor(agent, SpendingLimit{Decimal("100.0")});
 /// ```
 template <BudgetAmount Amount>
 class SpendingLimit {
+  using traits = amount_traits<Amount>;
+
 public:
+  /// Throws `InvalidArgument` for a negative or non-finite limit.
   explicit SpendingLimit(Amount limit, AlertSeverity severity = AlertSeverity::Medium)
-      : limit_(std::move(limit)), severity_(severity), state_(std::make_shared<State>()) {}
+      : limit_(std::move(limit)), severity_(severity), state_(std::make_shared<State>()) {
+    if (!amount_is_finite(limit_) || limit_ < amount_zero<Amount>())
+      throw InvalidArgument(fmt::format("safeguards: a spending limit must be a finite amount of "
+                                        "at least zero, got {}",
+                                        amount_to_string(limit_)));
+  }
 
   const Amount& limit() const noexcept { return limit_; }
 
@@ -175,23 +238,54 @@ public:
       return true;
     // Reserved money counts as spent: otherwise two reservations that each fit could commit
     // past the limit together.
-    Amount committed = amount_traits<Amount>::sub(e.allocated, e.remaining_before);
-    Amount spent = amount_traits<Amount>::add(committed, e.amount);
+    const Amount committed = traits::sub(e.allocated, e.remaining_before);
+    // A request too large for the amount type to add up is past any limit.
+    const std::optional<Amount> spent = checked_add(committed, e.amount);
     std::lock_guard lock(state_->mutex);
-    if (spent <= limit_) {
+    if (spent && *spent <= limit_) {
       state_->tripped.erase(e.agent);
       return true;
     }
     if (state_->tripped.insert(e.agent).second)
-      reporter.report(ViolationType::BudgetLimitExceeded, severity_,
-                      fmt::format("Agent exceeded spending limit of {}", amount_to_string(limit_)),
-                      {{"limit", amount_to_string(limit_)},
-                       {"spent", amount_to_string(spent)},
-                       {"overage", amount_to_string(amount_traits<Amount>::sub(spent, limit_))}});
+      report(reporter, fmt::format("Agent exceeded spending limit of {}", amount_to_string(limit_)),
+             spent, committed, e.amount, {});
     return false;
   }
 
+  template <class TimePoint, class Reporter>
+  void observe(const BasicUsageEvent<Amount, TimePoint>& e, Reporter& reporter) {
+    if (e.kind != UsageKind::commit)
+      return;
+    // Settling moves reserved money to used and refunds the rest, which leaves spending as it
+    // was or lowers it; only an overage charged from the remaining budget raises it.
+    const Amount spent_before = traits::sub(e.allocated, e.remaining_before);
+    const Amount spent_after = traits::sub(e.allocated, e.remaining_after);
+    if (!(limit_ < spent_after) || !(spent_before < spent_after))
+      return;
+    report(reporter,
+           fmt::format("Agent's actual usage exceeded spending limit of {}",
+                       amount_to_string(limit_)),
+           spent_after, spent_before, traits::sub(spent_after, spent_before),
+           {{"charged", amount_to_string(e.amount)}, {"kind", "commit"}});
+  }
+
 private:
+  template <class Reporter>
+  void report(Reporter& reporter, std::string message, const std::optional<Amount>& spent,
+              const Amount& before, const Amount& added,
+              std::map<std::string, std::string> details) const {
+    details.emplace("limit", amount_to_string(limit_));
+    if (spent) {
+      details.emplace("spent", amount_to_string(*spent));
+      details.emplace("overage", amount_to_string(traits::sub(*spent, limit_)));
+    } else {
+      details.emplace("spent", fmt::format("{} + {} (beyond the amount type's range)",
+                                           amount_to_string(before), amount_to_string(added)));
+    }
+    reporter.report(ViolationType::BudgetLimitExceeded, severity_, std::move(message),
+                    std::move(details));
+  }
+
   struct State {
     std::mutex mutex;
     std::set<AgentId> tripped; // agents whose current episode was already reported
@@ -205,7 +299,7 @@ private:
 /// or below `percent` % of its allocation. It fires on the crossing only, so an agent that
 /// stays low is reported once, and again only after its budget has recovered above the line.
 struct LowBudgetAlert {
-  std::int64_t percent = 15;
+  Percent percent = 15;
   AlertSeverity severity = AlertSeverity::Medium;
 
   template <class Amount, class TimePoint, class Reporter>
@@ -213,7 +307,7 @@ struct LowBudgetAlert {
     auto line = detail::threshold_line(e.allocated, percent);
     if (line && e.remaining_before > *line && e.remaining_after <= *line)
       detail::report_threshold(reporter, ViolationType::LowBudget, severity,
-                               fmt::format("Agent budget below {}% threshold", percent),
+                               fmt::format("Agent budget below {}% threshold", percent.value()),
                                "current_budget", e.remaining_after, e.allocated, percent);
   }
 };
@@ -221,7 +315,7 @@ struct LowBudgetAlert {
 /// The guide's high-usage warning: reports `HighUsage` when an agent's used budget rises above
 /// `percent` % of its allocation, on the crossing only.
 struct HighUsageWarning {
-  std::int64_t percent = 80;
+  Percent percent = 80;
   AlertSeverity severity = AlertSeverity::Low;
 
   template <class Amount, class TimePoint, class Reporter>
@@ -229,7 +323,7 @@ struct HighUsageWarning {
     auto line = detail::threshold_line(e.allocated, percent);
     if (line && e.used_before <= *line && e.used_after > *line)
       detail::report_threshold(reporter, ViolationType::HighUsage, severity,
-                               fmt::format("Agent budget usage above {}%", percent), "used_budget",
+                               fmt::format("Agent budget usage above {}%", percent.value()), "used_budget",
                                e.used_after, e.allocated, percent);
   }
 };

@@ -42,6 +42,14 @@ public:
     // `value` now holds the previous pointer and is released here, unlocked.
   }
 
+  // Replaces the value and hands the previous one back, so the caller chooses where it is
+  // released (outside its own locks, when what it holds is user code).
+  pointer exchange(pointer value) noexcept {
+    std::lock_guard lock(mutex_);
+    value_.swap(value);
+    return value;
+  }
+
 private:
   mutable std::mutex mutex_;
   pointer value_;
