@@ -283,9 +283,8 @@ struct amount_traits<double> {
 /// an `A` refuse every other type at compile time: a `std::int64_t` token count passed where
 /// `Decimal` dollars are expected would otherwise convert silently and charge dollars.
 template <class T, class A>
-concept AmountArgument =
-    std::same_as<std::remove_cvref_t<T>, A> ||
-    (std::same_as<A, std::int64_t> && std::signed_integral<std::remove_cvref_t<T>> &&
+concept AmountArgument = std::same_as<std::remove_cvref_t<T>, A> ||
+    (std::same_as<A, std::int64_t>&& std::signed_integral<std::remove_cvref_t<T>> &&
      !detail::character_type<std::remove_cvref_t<T>> &&
      !std::same_as<std::remove_cvref_t<T>, signed char> && sizeof(T) <= sizeof(A));
 

@@ -323,8 +323,9 @@ public:
               pool->name, pool->id, amount_to_string(pool->unallocated),
               amount_to_string(spec.initial_budget), spec.name));
       } else if (pool_names_.contains(implicit_pool_name(spec.name))) {
-        throw DuplicateName(fmt::format("safeguards: the implicit pool name \"{}\" is already taken",
-                                        implicit_pool_name(spec.name)));
+        throw DuplicateName(
+            fmt::format("safeguards: the implicit pool name \"{}\" is already taken",
+                        implicit_pool_name(spec.name)));
       }
       auto monitors = std::make_shared<MonitorList>();
       for (const auto& [reg_id, reg] : registrations_)
@@ -661,7 +662,8 @@ public:
     return to_consume_status(status);
   }
   template <class T>
-  requires(!AmountArgument<T, Amount>) ConsumeResult try_consume(AgentId, const T&) = delete;
+  requires(!AmountArgument<T, Amount>) ConsumeResult try_consume(AgentId, const T&)
+  = delete;
 
   /// Like `try_consume`, but throws: `BudgetExceeded` when the budget cannot cover it or a
   /// monitor vetoed it, `UnknownAgent`, `InvalidArgument` for a non-positive amount.
@@ -682,7 +684,8 @@ public:
     return r;
   }
   template <class T>
-  requires(!AmountArgument<T, Amount>) Reservation reserve(AgentId, const T&) = delete;
+  requires(!AmountArgument<T, Amount>) Reservation reserve(AgentId, const T&)
+  = delete;
 
   /// `reserve` without exceptions: check `ok()` / `status()` on the result.
   [[nodiscard]] Reservation try_reserve(AgentId agent, const Amount& estimate) noexcept {
@@ -711,7 +714,8 @@ public:
     return r;
   }
   template <class T>
-  requires(!AmountArgument<T, Amount>) Reservation try_reserve(AgentId, const T&) = delete;
+  requires(!AmountArgument<T, Amount>) Reservation try_reserve(AgentId, const T&)
+  = delete;
 
   // ---- metrics and history -----------------------------------------------------------------
 
@@ -973,9 +977,9 @@ private:
     case ConsumeStatus::unknown_agent:
       throw_unknown_agent(agent);
     case ConsumeStatus::invalid_amount:
-      throw InvalidArgument(fmt::format(
-          "safeguards: cannot {} {} from {}: amount must be positive and finite", what,
-          amount_to_string(amount), agent));
+      throw InvalidArgument(
+          fmt::format("safeguards: cannot {} {} from {}: amount must be positive and finite", what,
+                      amount_to_string(amount), agent));
     case ConsumeStatus::insufficient:
       throw BudgetExceeded(fmt::format("safeguards: {} cannot {} {}: only {} remaining", agent,
                                        what, amount_to_string(amount),
@@ -1404,8 +1408,8 @@ private:
       registrations_.emplace(next_registration_id_++, Registration{scope, target, entry});
       for_each_in_scope(scope, target, [&](AgentState& a) {
         auto current = a.monitors.load();
-        auto list = current ? std::make_shared<MonitorList>(*current)
-                            : std::make_shared<MonitorList>();
+        auto list =
+            current ? std::make_shared<MonitorList>(*current) : std::make_shared<MonitorList>();
         list->push_back(entry);
         replaced.push_back(a.monitors.exchange(std::move(list)));
         a.monitor_count.fetch_add(1, std::memory_order_release);
@@ -1624,7 +1628,8 @@ public:
     return r;
   }
   template <class T>
-  requires(!AmountArgument<T, Amount>) CommitResult commit(const T&) = delete;
+  requires(!AmountArgument<T, Amount>) CommitResult commit(const T&)
+  = delete;
 
   /// Charges `amount` now, for streaming responses; it comes out of what is held first.
   CommitResult commit_partial(const Amount& amount) noexcept {
@@ -1646,7 +1651,8 @@ public:
     return r;
   }
   template <class T>
-  requires(!AmountArgument<T, Amount>) CommitResult commit_partial(const T&) = delete;
+  requires(!AmountArgument<T, Amount>) CommitResult commit_partial(const T&)
+  = delete;
 
   /// Gives back everything still held. Idempotent.
   void release() noexcept {

@@ -6,6 +6,7 @@
 #include <concepts>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -13,7 +14,6 @@
 #include <safeguards/errors.hpp>
 #include <safeguards/ids.hpp>
 #include <safeguards/violation.hpp>
-#include <map>
 #include <set>
 #include <string>
 #include <string_view>
@@ -262,11 +262,11 @@ public:
     const Amount spent_after = traits::sub(e.allocated, e.remaining_after);
     if (!(limit_ < spent_after) || !(spent_before < spent_after))
       return;
-    report(reporter,
-           fmt::format("Agent's actual usage exceeded spending limit of {}",
-                       amount_to_string(limit_)),
-           spent_after, spent_before, traits::sub(spent_after, spent_before),
-           {{"charged", amount_to_string(e.amount)}, {"kind", "commit"}});
+    report(
+        reporter,
+        fmt::format("Agent's actual usage exceeded spending limit of {}", amount_to_string(limit_)),
+        spent_after, spent_before, traits::sub(spent_after, spent_before),
+        {{"charged", amount_to_string(e.amount)}, {"kind", "commit"}});
   }
 
 private:
@@ -323,8 +323,8 @@ struct HighUsageWarning {
     auto line = detail::threshold_line(e.allocated, percent);
     if (line && e.used_before <= *line && e.used_after > *line)
       detail::report_threshold(reporter, ViolationType::HighUsage, severity,
-                               fmt::format("Agent budget usage above {}%", percent.value()), "used_budget",
-                               e.used_after, e.allocated, percent);
+                               fmt::format("Agent budget usage above {}%", percent.value()),
+                               "used_budget", e.used_after, e.allocated, percent);
   }
 };
 
