@@ -6,11 +6,14 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <optional>
 #include <safeguards/safeguards.hpp>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 using namespace safeguards;
@@ -1148,4 +1151,158 @@ TEST_CASE("MemoryAuditLog keeps the most recent records up to its capacity", "[a
     REQUIRE(one.records().size() == 1);
     CHECK(one.records()[0].reason == "second");
   }
+}
+
+TEST_CASE("changes made from inside a monitor reach every observer after the change observed",
+          "[monitor][nested]") {
+  Harness h;
+  AgentId a = h.agent("a", 10_d);
+  auto pending = h.coord.reserve(a, 8_d);
+  std::vector<std::pair<UsageKind, Decimal>> seen;
+  // An observer that settles the agent's pending reservation when it sees the first consume:
+  // used goes from 1 to 9 of 10, past HighUsageWarning's 80 % line.
+  auto settle = h.coord.add_monitor(a, [&](const Event& e) {
+    if (e.kind == UsageKind::consume)
+      CHECK(pending.commit(8_d).ok());
+  });
+  auto count =
+      h.coord.add_monitor(a, [&](const Event& e) { seen.emplace_back(e.kind, e.used_after); });
+  auto high = h.coord.add_monitor(a, HighUsageWarning{.percent = 80});
+  REQUIRE(h.coord.try_consume(a, 1_d).ok());
+  // Both changes, each once, in the order they were made, with their own numbers.
+  CHECK(seen == std::vector<std::pair<UsageKind, Decimal>>{{UsageKind::consume, 1_d},
+                                                           {UsageKind::commit, 9_d}});
+  REQUIRE(h.violations.seen.size() == 1);
+  CHECK(h.violations.seen[0].type == ViolationType::HighUsage);
+  CHECK(h.violations.seen[0].details.at("used_budget") == "9.0");
+}
+
+TEST_CASE("a change made by a veto check is delivered before the change it was checking",
+          "[monitor][nested]") {
+  Harness h;
+  AgentId a = h.agent("a", 10_d);
+  auto pending = h.coord.reserve(a, 5_d);
+  std::vector<std::pair<UsageKind, Decimal>> seen; // kind, remaining after
+  auto check = h.coord.add_monitor(a, [&](const Event& e) {
+    if (e.kind == UsageKind::consume)
+      pending.release(); // gives the 5 back before the consume is decided
+    return true;
+  });
+  auto count =
+      h.coord.add_monitor(a, [&](const Event& e) { seen.emplace_back(e.kind, e.remaining_after); });
+  REQUIRE(h.coord.try_consume(a, 4_d).ok()); // 5 remaining when checked; 10 when debited
+  CHECK(seen == std::vector<std::pair<UsageKind, Decimal>>{{UsageKind::release, 10_d},
+                                                           {UsageKind::consume, 6_d}});
+  // A consume from inside the agent's own monitor is refused, as before.
+  auto nested = h.coord.add_monitor(a, [&](const Event& e) {
+    if (e.kind == UsageKind::consume && e.amount == 1_d)
+      CHECK(h.coord.try_consume(a, 1_d).status() == ConsumeStatus::reentrant_call);
+  });
+  REQUIRE(h.coord.try_consume(a, 1_d).ok());
+  CHECK(h.coord.get_budget(a) == 5_d);
+}
+
+TEST_CASE("SpendingLimit reports a commit whose actual usage carries spending past it",
+          "[monitor][builtin][limit]") {
+  Harness h;
+  AgentId a = h.agent("a", 1000_d);
+  auto limit = h.coord.add_monitor(a, SpendingLimit{100_d});
+  auto r = h.coord.reserve(a, 10_d);
+  h.clock.advance(1s);
+  auto settled = r.commit(500_d); // a commit cannot be vetoed: the call has been made
+  CHECK(settled.ok());
+  CHECK(settled.charged == 500_d);
+  CHECK(h.coord.agent_metrics(a).used_budget == 500_d);
+  REQUIRE(h.violations.seen.size() == 1);
+  const auto& v = h.violations.seen[0];
+  CHECK(v.type == ViolationType::BudgetLimitExceeded);
+  CHECK(v.details == Details{{"charged", "500.0"},
+                             {"kind", "commit"},
+                             {"limit", "100.0"},
+                             {"overage", "400.0"},
+                             {"spent", "500.0"}});
+  CHECK(v.message == "Agent's actual usage exceeded spending limit of 100.0");
+  // Later consumes are vetoed (and that episode reported once); a commit within its
+  // reservation, or one that refunds, raises nothing.
+  CHECK(h.coord.try_consume(a, 1_d).status() == ConsumeStatus::denied_by_monitor);
+  CHECK(h.violations.seen.size() == 2);
+
+  SECTION("a commit that stays within the limit reports nothing") {
+    Harness g;
+    AgentId b = g.agent("b", 1000_d);
+    auto l = g.coord.add_monitor(b, SpendingLimit{100_d});
+    auto r2 = g.coord.reserve(b, 50_d);
+    CHECK(r2.commit(80_d).ok()); // 80 <= 100
+    CHECK(g.violations.seen.empty());
+  }
+}
+
+TEST_CASE("SpendingLimit vetoes huge requests without throwing and refuses bad limits",
+          "[monitor][builtin][limit]") {
+  Harness h;
+  AgentId a = h.agent("a", 100_d);
+  REQUIRE(h.coord.try_consume(a, 10_d).ok());
+  auto limit = h.coord.add_monitor(a, SpendingLimit{50_d});
+  // 10 spent + Decimal::max() does not fit a Decimal: the check must not throw (a throwing check
+  // would be reported as a MonitorFailure), it must veto as over the limit.
+  auto r = h.coord.try_reserve(a, Decimal::max());
+  CHECK(r.status() == ConsumeStatus::insufficient); // the balance says no before any check
+  CHECK(h.violations.seen.empty());
+  SpendingLimit<Decimal> direct{50_d};
+  Event e{a, {}, UsageKind::consume, Decimal::max(), 100_d, 90_d, 90_d, 10_d, 10_d, at(0s)};
+  std::vector<ManualViolation> got;
+  Coordinator::ViolationReporter::Deliver deliver = [&](ManualViolation&& v) { got.push_back(v); };
+  const Reporter reporter(deliver, a, "a", at(0s));
+  CHECK_FALSE(direct.check(e, reporter));
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].type == ViolationType::BudgetLimitExceeded);
+  CHECK_THAT(got[0].details.at("spent"), Catch::Contains("beyond the amount type's range"));
+
+  CHECK_THROWS_AS(SpendingLimit{-1_d}, InvalidArgument);
+  CHECK_THROWS_AS(SpendingLimit<double>{std::numeric_limits<double>::quiet_NaN()}, InvalidArgument);
+  CHECK_THROWS_AS(SpendingLimit<double>{std::numeric_limits<double>::infinity()}, InvalidArgument);
+  CHECK(SpendingLimit{0_d}.limit() == 0_d);
+}
+
+TEST_CASE("threshold percentages outside 0..100 are refused where the monitor is made",
+          "[monitor][builtin][percent]") {
+  const std::int64_t bad =
+      GENERATE(as<std::int64_t>{}, -1, 101, 150, -100, std::numeric_limits<std::int64_t>::max(),
+               std::numeric_limits<std::int64_t>::min());
+  INFO("percent " << bad);
+  CHECK_THROWS_AS(LowBudgetAlert{.percent = bad}, InvalidArgument);
+  CHECK_THROWS_AS(HighUsageWarning{.percent = bad}, InvalidArgument);
+  CHECK_THROWS_WITH(LowBudgetAlert{.percent = bad},
+                    Catch::Contains("between 0 and 100") && Catch::Contains(std::to_string(bad)));
+  static_assert(LowBudgetAlert{.percent = 0}.percent.value() == 0);
+  static_assert(HighUsageWarning{.percent = 100}.percent.value() == 100);
+  static_assert(LowBudgetAlert{}.percent == Percent(15));
+  static_assert(!std::is_convertible_v<double, Percent>, "15.5 % would be rounded silently");
+}
+
+TEST_CASE("violations and audit records carry the agent's name", "[violation][audit][names]") {
+  Harness h;
+  ManualAuditLog log;
+  auto sink = h.coord.add_audit_sink(log);
+  AgentId a = h.agent("summarizer", 100_d);
+  auto limit = h.coord.add_monitor(a, SpendingLimit{10_d});
+  CHECK(h.coord.try_consume(a, 11_d).status() == ConsumeStatus::denied_by_monitor);
+  REQUIRE(h.violations.seen.size() == 1);
+  CHECK(h.violations.seen[0].agent == a);
+  CHECK(h.violations.seen[0].agent_name == "summarizer");
+  CHECK_THAT(fmt::format("{}", h.violations.seen[0]),
+             Catch::StartsWith("[MEDIUM] BUDGET_LIMIT_EXCEEDED summarizer (agent-1) at "));
+  auto r = h.coord.reserve(a, 5_d);
+  CHECK(r.commit(200_d).ok()); // 100 of it uncovered: an Overspend names the agent too
+  REQUIRE(h.violations.seen.size() == 3);
+  for (const auto& v : h.violations.seen)
+    CHECK(v.agent_name == "summarizer");
+  CHECK(h.violations.seen[1].type == ViolationType::BudgetLimitExceeded); // by the observer
+  CHECK(h.violations.seen[2].type == ViolationType::Overspend);
+  REQUIRE(log.records().size() == 1);
+  CHECK(log.records()[0].agent_name == "summarizer");
+  CHECK(log.records()[0].sequence == 1);
+  // Without a name (a record made by hand), the id alone.
+  ManualViolation anonymous{a, ViolationType::LowBudget, AlertSeverity::Low, "m", {}, at(0s)};
+  CHECK(fmt::format("{}", anonymous) == "[LOW] LOW_BUDGET agent-1 at 0.0s: m");
 }
