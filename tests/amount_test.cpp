@@ -342,6 +342,14 @@ TEST_CASE("BigDecimal prints plain text with 50 significant digits", "[amount][b
   CHECK(B::to_string(B::parse("-0.0")) == "0.0");
   CHECK(B::to_string(B::mul_div(B::from_integer(2), 1, 3)) == "0." + std::string(49, '6') + "7");
   CHECK(B::to_double(B::parse("2.5")) == 2.5);
+  // Non-finite values print as double's do (this used to read past the end of the text).
+  CHECK(B::to_string(std::numeric_limits<BigDecimal>::infinity()) == "inf");
+  CHECK(B::to_string(-std::numeric_limits<BigDecimal>::infinity()) == "-inf");
+  CHECK(B::to_string(std::numeric_limits<BigDecimal>::quiet_NaN()) == "nan");
+  CHECK_FALSE(safeguards::amount_is_finite(std::numeric_limits<BigDecimal>::infinity()));
+  CHECK(safeguards::amount_is_finite(B::parse("1.5")));
+  CHECK_FALSE(safeguards::amount_is_finite(std::numeric_limits<double>::quiet_NaN()));
+  CHECK(safeguards::amount_is_finite(Decimal::max()));
 }
 
 TEST_CASE("a user-defined amount works through the generic helpers", "[amount][custom]") {

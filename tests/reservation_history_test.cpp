@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <ostream>
 #include <safeguards/safeguards.hpp>
@@ -1006,4 +1007,70 @@ TEST_CASE("an implicit pool's metrics mirror its one agent", "[metrics]") {
   r.release();
   CHECK(coord.pool_metrics(own).remaining_budget == 55_d);
   CHECK(coord.check_invariants().empty());
+}
+
+TEST_CASE("usage reports past the amount type's range never terminate the process",
+          "[reservation][overflow]") {
+  ManualClock clock;
+  Coord coord(CoordinatorOptions{}, FixedAllocation{}, clock);
+  std::vector<Coord::Violation> seen;
+  auto sink = coord.add_violation_sink([&](const Coord::Violation& v) { seen.push_back(v); });
+  AgentId a = coord.create_agent({.name = "a", .initial_budget = 100_d});
+
+  SECTION("a running total of partial commits that would overflow is refused, nothing changes") {
+    auto r = coord.reserve(a, 10_d);
+    auto first = r.commit_partial(Decimal::max()); // 10 held + 90 remaining; the rest uncovered
+    CHECK(first.ok());
+    CHECK(first.charged == 100_d);
+    CHECK(first.overspent == Decimal::max() - 100_d);
+    // The settled total would pass Decimal::max(): this used to throw out of a noexcept call.
+    auto second = r.commit_partial(1_d);
+    CHECK(second.status == ConsumeStatus::invalid_amount);
+    CHECK(r.settled() == Decimal::max());
+    CHECK(r.active());
+    auto last = r.commit(Decimal::max()); // the same total: nothing more to settle
+    CHECK(last.ok());
+    CHECK(last.charged == 0_d);
+  }
+  SECTION("overspent usage saturates at the largest amount instead of overflowing") {
+    CHECK(coord.reserve(a, 1_d).commit(Decimal::max()).ok());
+    CHECK(coord.agent_metrics(a).overspent_budget == Decimal::max() - 100_d);
+    CHECK(coord.reserve(coord.create_agent({.name = "b", .initial_budget = 1_d}), 1_d)
+              .commit(Decimal::max())
+              .ok());
+    auto c = coord.create_agent({.name = "c", .initial_budget = 5_d});
+    auto r1 = coord.reserve(c, 1_d);
+    auto r2 = coord.reserve(c, 1_d);
+    CHECK(r1.commit(Decimal::max()).ok()); // uncovered: max - 4
+    CHECK(r2.commit(Decimal::max()).ok()); // uncovered: max - 1; the sum does not fit
+    CHECK(coord.agent_metrics(c).overspent_budget == Decimal::max());
+    // Each Overspend still names the true figures of its own call.
+    REQUIRE(!seen.empty());
+    CHECK(seen.back().type == ViolationType::Overspend);
+    CHECK(seen.back().details.at("actual") == fmt::format("{}", Decimal::max()));
+  }
+  SECTION("negative, NaN-like and zero reports are refused with invalid_amount") {
+    auto r = coord.reserve(a, 10_d);
+    CHECK(r.commit_partial(0_d).status == ConsumeStatus::invalid_amount);
+    CHECK(r.commit_partial(-1_d).status == ConsumeStatus::invalid_amount);
+    CHECK(r.commit(-1_d).status == ConsumeStatus::invalid_amount);
+    CHECK(r.active());
+    CHECK(r.commit(0_d).ok()); // an unused reservation settles at zero
+  }
+  CHECK(coord.check_invariants().empty());
+}
+
+TEST_CASE("double reservations refuse non-finite usage", "[reservation][double]") {
+  ManualClock clock;
+  CoordinatorOf<double> coord(CoordinatorOptions{}, FixedAllocation{}, clock);
+  AgentId a = coord.create_agent({.name = "a", .initial_budget = 100.0});
+  auto r = coord.reserve(a, 10.0);
+  const double inf = std::numeric_limits<double>::infinity();
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  CHECK(r.commit_partial(inf).status == ConsumeStatus::invalid_amount);
+  CHECK(r.commit_partial(nan).status == ConsumeStatus::invalid_amount);
+  CHECK(r.commit(inf).status == ConsumeStatus::invalid_amount);
+  CHECK(r.commit(nan).status == ConsumeStatus::invalid_amount);
+  CHECK(r.commit(4.0).ok());
+  CHECK(coord.get_budget(a) == 96.0);
 }

@@ -190,6 +190,10 @@ struct amount_traits<BigDecimal> {
     // The guard digits beyond 50 are noise. Boost's fixed format would count digits after the
     // point instead of significant ones and print 1e-60 as zero, so the scientific form is
     // taken apart and the point placed here.
+    // NaN and the infinities have no digits to place; they print as `double` prints them, so an
+    // error message about a non-finite amount can name it.
+    if (!boost::multiprecision::isfinite(a))
+      return boost::multiprecision::isnan(a) ? "nan" : a < 0 ? "-inf" : "inf";
     constexpr auto digits = std::numeric_limits<BigDecimal>::digits10;
     std::string sci = a.str(digits - 1, std::ios_base::scientific); // -d.ddd...e+XX
     auto e = sci.find('e');
