@@ -1020,7 +1020,8 @@ TEST_CASE("create, update, transfer and remove each emit their BudgetChange reco
                                          "priority 8): 0.0 \u2192 200.0 (+200.0). Reason: "
                                          "agent created");
   CHECK(to_json_line(records[2]) ==
-        "{\"agent\":1,\"priority\":8,\"old\":\"200.0\",\"new\":\"150.0\",\"delta\":\"-50.0\","
+        "{\"agent\":1,\"agent_name\":\"critical_agent\",\"sequence\":3,\"priority\":8,"
+        "\"old\":\"200.0\",\"new\":\"150.0\",\"delta\":\"-50.0\","
         "\"reason\":\"reduce after review\",\"timestamp_us\":3000000}\n");
 
   // Plain consumes and reservations are not budget changes.

@@ -84,9 +84,73 @@ using MemoryAuditLog = BasicMemoryAuditLog<>;
 
 namespace detail {
 
+// The replacement character U+FFFD, in UTF-8.
+inline constexpr std::string_view replacement_character = "\xEF\xBF\xBD";
+
+// Measures the UTF-8 sequence that starts at `s[i]` (a byte >= 0x80) by Unicode's table of
+// well-formed sequences (Table 3-7): the lead byte fixes the length and the range of the second
+// byte, which is what rules out overlong forms, surrogates and code points above U+10FFFF.
+// Returns the sequence's length, or, with `valid` false, the length of its maximal ill-formed
+// prefix (at least 1), which is the unit that Unicode's recommended practice, Python and
+// browsers replace with one U+FFFD.
+inline std::size_t scan_utf8(std::string_view s, std::size_t i, bool& valid) noexcept {
+  const auto lead = static_cast<unsigned char>(s[i]);
+  std::size_t length = 0;
+  unsigned char low = 0x80;
+  unsigned char high = 0xBF;
+  if (lead >= 0xC2 && lead <= 0xDF) {
+    length = 2;
+  } else if (lead == 0xE0) {
+    length = 3;
+    low = 0xA0;
+  } else if (lead == 0xED) {
+    length = 3;
+    high = 0x9F;
+  } else if (lead >= 0xE1 && lead <= 0xEF) {
+    length = 3;
+  } else if (lead == 0xF0) {
+    length = 4;
+    low = 0x90;
+  } else if (lead == 0xF4) {
+    length = 4;
+    high = 0x8F;
+  } else if (lead >= 0xF1 && lead <= 0xF3) {
+    length = 4;
+  } else {
+    valid = lead < 0x80;
+    return 1;
+  }
+  std::size_t n = 1;
+  for (; n < length && i + n < s.size(); ++n) {
+    const auto c = static_cast<unsigned char>(s[i + n]);
+    if (c < low || c > high)
+      break;
+    low = 0x80;
+    high = 0xBF;
+  }
+  valid = n == length;
+  return n;
+}
+
+// Appends `s` as a JSON string that every JSON reader accepts: quotes, backslashes and control
+// characters escaped, valid UTF-8 copied unchanged, each ill-formed sequence replaced by U+FFFD
+// (a Latin-1 "caf\xe9" becomes "caf\uFFFD") because a JSON text must be Unicode and a reader
+// such as Python's `json` or `jq` rejects the whole line otherwise.
 inline void append_json_string(std::string& out, std::string_view s) {
   out += '"';
-  for (char c : s) {
+  for (std::size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x80) {
+      bool valid = false;
+      const std::size_t n = scan_utf8(s, i, valid);
+      if (valid)
+        out.append(s.substr(i, n));
+      else
+        out += replacement_character;
+      i += n;
+      continue;
+    }
+    ++i;
     switch (c) {
     case '"':
       out += "\\\"";
@@ -103,11 +167,17 @@ inline void append_json_string(std::string& out, std::string_view s) {
     case '\t':
       out += "\\t";
       break;
+    case '\b':
+      out += "\\b";
+      break;
+    case '\f':
+      out += "\\f";
+      break;
     default:
-      if (static_cast<unsigned char>(c) < 0x20)
+      if (c < 0x20)
         out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
       else
-        out += c;
+        out += static_cast<char>(c);
     }
   }
   out += '"';
@@ -194,12 +264,27 @@ inline std::map<std::string, std::string> parse_flat_json(std::string_view line)
 
 } // namespace detail
 
-/// One JSON object per change. Amounts are strings so that no JSON reader turns them into
-/// doubles; the timestamp is microseconds since the clock's epoch.
+/// One JSON object per change, ending in a newline:
+/// `{"agent":1,"agent_name":"critical_agent","sequence":3,"priority":8,"old":"200.0",
+/// "new":"150.0","delta":"-50.0","reason":"reduce after review","timestamp_us":3000000}`.
+/// Amounts are strings so that no JSON reader turns them into doubles; the timestamp is
+/// microseconds since the clock's epoch. The line is always valid UTF-8 JSON: in `reason` and
+/// `agent_name`, control characters are escaped, valid UTF-8 (any code point) is copied as it is,
+/// and each ill-formed byte sequence (Latin-1 `caf\xe9`, a cut-off multi-byte character, an
+/// encoded surrogate) becomes one U+FFFD, the replacement Unicode recommends and Python and
+/// browsers make. Such a string does not round-trip; valid UTF-8 does, byte for byte.
+///
+/// **Example**
+/// ```
+/// std::string line = to_json_line(change); // what JsonLinesAuditSink appends
+/// ```
 template <class Amount, class TimePoint>
 std::string to_json_line(const BasicBudgetChange<Amount, TimePoint>& c) {
-  std::string out =
-      fmt::format("{{\"agent\":{},\"priority\":{},\"old\":", c.agent.value(), c.priority);
+  std::string out;
+  out.reserve(160 + c.reason.size() + c.agent_name.size());
+  out += fmt::format("{{\"agent\":{},\"agent_name\":", c.agent.value());
+  detail::append_json_string(out, c.agent_name);
+  out += fmt::format(",\"sequence\":{},\"priority\":{},\"old\":", c.sequence, c.priority);
   detail::append_json_string(out, amount_to_string(c.old_budget));
   out += ",\"new\":";
   detail::append_json_string(out, amount_to_string(c.new_budget));
