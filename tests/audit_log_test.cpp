@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <safeguards/safeguards.hpp>
 #include <sstream>
@@ -40,6 +41,10 @@ struct TempDir {
   TempDir& operator=(const TempDir&) = delete;
   std::string file(std::string_view name) const { return (path / name).string(); }
 };
+
+void append_raw(const std::string& path, std::string_view bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::app) << bytes;
+}
 
 BudgetChange change(std::string reason, std::string name = "agent", std::uint64_t sequence = 1) {
   return BudgetChange{AgentId(7),
@@ -273,4 +278,276 @@ for number, (record, (reason, name)) in enumerate(zip(records, inputs), 1):
     assert record["sequence"] == 1 and record["agent"] == 7, record
 )",
                    fmt::format("'{}' '{}'", log, inputs)));
+}
+
+// ---- reading it back -------------------------------------------------------------------------
+
+TEST_CASE("read_audit_log returns every whole record and reports each damaged line by number",
+          "[audit][reader]") {
+  TempDir dir;
+  const auto path = dir.file("audit.jsonl");
+  auto line = [](std::string reason, std::uint64_t sequence) {
+    return to_json_line(change(std::move(reason), "agent", sequence));
+  };
+  const auto third = line("glued onto a torn one", 3);
+  std::string file = line("first", 1);                                        // line 1
+  file += line("torn in the middle of its reason", 99).substr(0, 130) + "\n"; // 2
+  file += line("second", 2);                                                  // 3
+  file += "\n";                                                               // 4: blank, skipped
+  file += "hello, world\n";                                                   // 5
+  file += "{\"agent\":1}\n";                                                  // 6
+  file += line("cut", 98).substr(0, 60) + third;                              // 7
+  file +=
+      "{\"agent\":7,\"priority\":5,\"old\":\"1\",\"new\":\"1\",\"delta\":\"0\",\"reason\":\"r\","
+      "\"timestamp_us\":1.5}\n"; // 8: not an integer
+
+  SECTION("a whole last line without its newline is a record") {
+    auto last = line("last, no newline", 4);
+    last.pop_back();
+    append_raw(path, file + last);
+    auto log = read_audit_log(path);
+    REQUIRE(log.records.size() == 4);
+    CHECK(log.records[0] == change("first", "agent", 1));
+    CHECK(log.records[1] == change("second", "agent", 2));
+    CHECK(log.records[2] == change("glued onto a torn one", "agent", 3));
+    CHECK(log.records[3] == change("last, no newline", "agent", 4));
+    std::vector<std::size_t> lines;
+    for (const auto& d : log.damaged)
+      lines.push_back(d.line);
+    CHECK(lines == std::vector<std::size_t>{2, 5, 6, 7, 8});
+    CHECK_THAT(log.damaged[0].reason, Catch::Contains("the line ends inside a string"));
+    CHECK_THAT(log.damaged[1].reason, Catch::Contains("not a JSON object"));
+    CHECK_THAT(log.damaged[2].reason, Catch::Contains("no \"priority\""));
+    CHECK_THAT(log.damaged[3].reason, Catch::Contains("column 61"));
+    CHECK_THAT(log.damaged[4].reason, Catch::Contains("not an integer"));
+  }
+  SECTION("a torn last line is reported as one") {
+    append_raw(path, file + line("torn at the end", 4).substr(0, 50));
+    auto log = read_audit_log(path);
+    CHECK(log.records.size() == 3);
+    REQUIRE(log.damaged.size() == 6);
+    CHECK(log.damaged.back().line == 9);
+    CHECK_THAT(log.damaged.back().reason, Catch::Contains("without a newline"));
+  }
+  SECTION("a file without a single record is empty, not an error") {
+    append_raw(path, "");
+    auto log = read_audit_log(path);
+    CHECK(log.records.empty());
+    CHECK(log.damaged.empty());
+  }
+  SECTION("only a file that cannot be opened or read is an IoError, naming the path") {
+    CHECK_THROWS_AS(read_audit_log(dir.file("missing.jsonl")), IoError);
+    CHECK_THROWS_WITH(read_audit_log(dir.file("missing.jsonl")), Catch::Contains("missing.jsonl"));
+    CHECK_THROWS_AS(read_audit_log(dir.path.string()), IoError); // a directory: read() fails
+  }
+}
+
+TEST_CASE("lines written before agent_name and sequence existed still read", "[audit][reader]") {
+  const std::string old_line =
+      "{\"agent\":1,\"priority\":8,\"old\":\"200.0\",\"new\":\"150.0\",\"delta\":\"-50.0\","
+      "\"reason\":\"reduce after review\",\"timestamp_us\":3000000}\n";
+  std::string why;
+  auto c = from_json_line(old_line, &why);
+  INFO(why);
+  REQUIRE(c);
+  CHECK(c->agent == AgentId(1));
+  CHECK(c->agent_name.empty());
+  CHECK(c->sequence == 0);
+  CHECK(c->priority == 8);
+  CHECK(c->delta == Decimal("-50.0"));
+  CHECK(c->reason == "reduce after review");
+  CHECK(c->timestamp == std::chrono::system_clock::time_point(3s));
+
+  // Key order, spaces and keys it does not know do not matter to the reader.
+  auto shuffled = from_json_line(
+      " { \"reason\" : \"r\", \"extra\": \"x\", \"count\": -12, \"timestamp_us\":0, "
+      "\"delta\":\"1\","
+      "\"new\":\"2\", \"old\":\"1\", \"priority\":3, \"sequence\": 9, \"agent_name\":\"n\", "
+      "\"agent\":4 }\r");
+  REQUIRE(shuffled);
+  CHECK(*shuffled == BudgetChange{AgentId(4), 3, 1_d, 2_d, 1_d, "r", {}, "n", 9});
+}
+
+TEST_CASE("a record round-trips through from_json_line, other amount types and clocks included",
+          "[audit][reader]") {
+  auto c = change("r\xC3\xA9sum\xC3\xA9", "critical_agent", 18'446'744'073'709'551'615u);
+  CHECK(from_json_line(to_json_line(c)) == c);
+
+  using Tokens = BasicBudgetChange<std::int64_t, std::chrono::system_clock::time_point>;
+  Tokens t{AgentId(3), 10, 1000, 250, -750, "tokens", {}, "t", 2};
+  CHECK(from_json_line<std::int64_t>(to_json_line(t)) == t);
+
+  // A clock whose duration cannot hold the timestamp: a damaged line, not an overflow.
+  using Nanos = BasicBudgetChange<Decimal, ManualClock::time_point>;
+  std::string why;
+  auto line = to_json_line(change("far future"));
+  line.replace(line.find("1700000000123456"), 16, "9223372036854775807");
+  CHECK_FALSE(from_json_line<Decimal, ManualClock::time_point>(line, &why));
+  CHECK_THAT(why, Catch::Contains("timestamp_us"));
+  CHECK(from_json_line<Decimal, std::chrono::sys_seconds>(line));
+  Nanos n{AgentId(1), 1, 1_d, 2_d, 1_d, "n", ManualClock::time_point(1234567us), "", 1};
+  CHECK(from_json_line<Decimal, ManualClock::time_point>(to_json_line(n)) == n);
+}
+
+TEST_CASE("the reader decodes \\u escapes into UTF-8, surrogate pairs included",
+          "[audit][reader][utf8]") {
+  auto reason_of = [](std::string_view json_string) {
+    std::string why;
+    auto c = from_json_line(fmt::format("{{\"agent\":1,\"priority\":1,\"old\":\"0\",\"new\":\"0\","
+                                        "\"delta\":\"0\",\"reason\":\"{}\","
+                                        "\"timestamp_us\":0}}",
+                                        json_string),
+                            &why);
+    return c ? c->reason : "damaged: " + why;
+  };
+  const std::string fffd = "\xEF\xBF\xBD";
+  CHECK(reason_of("caf\\u00e9") == "caf\xC3\xA9");
+  CHECK(reason_of("\\u20AC \\u0041\\u0000") == "\xE2\x82\xAC A"s + '\0');
+  CHECK(reason_of("\\ud83d\\ude00") == "\xF0\x9F\x98\x80");
+  CHECK(reason_of("\\uDBFF\\uDFFF") == "\xF4\x8F\xBF\xBF");
+  CHECK(reason_of("\\u005c\\u0022\\/\\b\\f\\n\\r\\t") == "\\\"/\b\f\n\r\t");
+  // A surrogate without its partner has no UTF-8 form.
+  CHECK(reason_of("\\ud800x") == fffd + "x");
+  CHECK(reason_of("\\ud800\\u0041") == fffd + "A");
+  CHECK(reason_of("\\udc00\\ud800") == fffd + fffd);
+  CHECK(reason_of("\\ud83d") == fffd);
+  // Raw bytes that are not UTF-8 (an older writer copied them as they were) are replaced too.
+  CHECK(reason_of("caf\xE9") == "caf" + fffd);
+  CHECK(reason_of("\xF0\x9F\x98\x80") == "\xF0\x9F\x98\x80");
+  // Escapes JSON does not have are damage.
+  CHECK_THAT(reason_of("\\x41"), Catch::StartsWith("damaged: ") && Catch::Contains("escape"));
+  CHECK_THAT(reason_of("\\u12"), Catch::StartsWith("damaged: ") && Catch::Contains("escape"));
+  CHECK_THAT(reason_of("\\u12g4"), Catch::StartsWith("damaged: ") && Catch::Contains("escape"));
+  CHECK_THAT(reason_of("\\ud800\\uzzzz"), Catch::StartsWith("damaged: "));
+}
+
+TEST_CASE("random strings round-trip through to_json_line and read_audit_log: valid UTF-8 exactly",
+          "[audit][reader][utf8]") {
+  TempDir dir;
+  const auto path = dir.file("audit.jsonl");
+  std::mt19937_64 rng(GENERATE(1u, 2u, 3u));
+  std::vector<BudgetChange> written;
+  {
+    JsonLinesAuditSink sink(path);
+    for (std::uint64_t i = 1; i <= 400; ++i) {
+      const bool valid = i % 2 == 0;
+      written.push_back(change(random_text(rng, valid), random_text(rng, valid), i));
+      sink(written.back());
+    }
+  }
+  auto log = read_audit_log(path);
+  CHECK(log.damaged.empty());
+  REQUIRE(log.records.size() == written.size());
+  for (std::size_t i = 0; i < written.size(); ++i) {
+    const auto& in = written[i];
+    const auto& out = log.records[i];
+    CAPTURE(i, hex(in.reason), hex(out.reason));
+    CHECK(is_valid_utf8(out.reason));
+    CHECK(is_valid_utf8(out.agent_name));
+    if (is_valid_utf8(in.reason) && is_valid_utf8(in.agent_name)) {
+      CHECK(out == in);
+    } else {
+      // What was repaired once is written back the same: the repair is stable.
+      CHECK(to_json_line(out) == to_json_line(in));
+      CHECK(out.sequence == in.sequence);
+    }
+  }
+}
+
+TEST_CASE("read_audit_log never throws on garbage and keeps every line it was not given damaged",
+          "[audit][reader][garbage]") {
+  TempDir dir;
+  const auto path = dir.file("audit.jsonl");
+  const auto seed = GENERATE(range(1u, 41u));
+  std::mt19937_64 rng(seed);
+  auto below = [&](std::size_t n) {
+    return std::uniform_int_distribution<std::size_t>(0, n - 1)(rng);
+  };
+  CAPTURE(seed);
+
+  SECTION("random bytes, rich in the characters JSON cares about") {
+    static constexpr std::string_view alphabet = "{}[]\":,\\u0123456789abcdefABCDEF-+.eE \t\r\n";
+    std::string bytes;
+    const auto size = below(20'000);
+    for (std::size_t i = 0; i < size; ++i)
+      bytes += below(3) == 0 ? static_cast<char>(below(256)) : alphabet[below(alphabet.size())];
+    append_raw(path, bytes);
+    std::optional<AuditLogContents> log;
+    CHECK_NOTHROW(log = read_audit_log(path));
+    REQUIRE(log);
+    for (const auto& r : log->records)
+      CHECK((is_valid_utf8(r.reason) && is_valid_utf8(r.agent_name)));
+  }
+  SECTION("whole records with some lines mutated: every untouched record is read") {
+    std::vector<std::string> lines;
+    std::vector<bool> touched;
+    for (std::uint64_t i = 1; i <= 200; ++i) {
+      auto line = to_json_line(change(random_text(rng, true), random_text(rng, false), i));
+      line.pop_back();
+      touched.push_back(below(4) == 0);
+      if (touched.back()) {
+        switch (below(5)) {
+        case 0: // torn
+          line.resize(below(line.size()));
+          break;
+        case 1: // a byte changed
+          line[below(line.size())] = static_cast<char>(below(256));
+          break;
+        case 2: // bytes inserted
+          line.insert(below(line.size() + 1), std::string(below(8) + 1, "{\"\\u:,}9"[below(8)]));
+          break;
+        case 3: // a stretch removed
+          line.erase(below(line.size()), below(40));
+          break;
+        default: // a piece of another line
+          line += lines.empty() ? "{" : lines[below(lines.size())].substr(below(20));
+        }
+        if (line.find('\n') != std::string::npos)
+          line.erase(line.find('\n'));
+      }
+      lines.push_back(line);
+    }
+    std::string file;
+    for (const auto& l : lines)
+      file += l + "\n";
+    append_raw(path, file);
+    std::optional<AuditLogContents> log;
+    REQUIRE_NOTHROW(log = read_audit_log(path));
+    // Only touched lines may be damaged, and every untouched record is there, in order.
+    for (const auto& d : log->damaged) {
+      REQUIRE(d.line >= 1);
+      REQUIRE(d.line <= lines.size());
+      CHECK(touched[d.line - 1]);
+    }
+    std::size_t next = 0;
+    for (std::uint64_t i = 1; i <= 200; ++i) {
+      if (touched[i - 1])
+        continue;
+      while (next < log->records.size() && log->records[next].sequence != i)
+        ++next;
+      CHECK(next < log->records.size());
+    }
+  }
+}
+
+TEST_CASE("deep nesting, huge numbers and long strings cost the reader nothing special",
+          "[audit][reader][garbage]") {
+  TempDir dir;
+  const auto path = dir.file("audit.jsonl");
+  const std::string prefix =
+      "{\"agent\":1,\"priority\":1,\"old\":\"0\",\"new\":\"0\",\"delta\":\"0\",";
+  append_raw(path, std::string(100'000, '{') + "\n" + std::string(100'000, '[') + "\n" + prefix +
+                       "\"reason\":" + std::string(50'000, '"') + "\n" + prefix + "\"reason\":\"" +
+                       std::string(30'000, '\\') + "\n" + prefix +
+                       "\"reason\":\"r\",\"timestamp_us\":" + std::string(5'000, '9') + "}\n" +
+                       prefix + "\"reason\":\"r\",\"timestamp_us\":-9223372036854775808}\n" +
+                       "{\"agent\":-1}\n{\"agent\":18446744073709551616}\n" +
+                       "{\"agent\":1,\"agent\":1}\n{\"agent\":}\n{\"agent\":1,}\n{} {}\n{}\n");
+  auto log = read_audit_log<Decimal, std::chrono::sys_time<std::chrono::nanoseconds>>(path);
+  CHECK(log.records.empty());
+  CHECK(log.damaged.size() == 13);
+  // The earliest microsecond overflows a nanosecond clock, not a clock counting seconds.
+  auto seconds = read_audit_log<Decimal, std::chrono::sys_seconds>(path);
+  REQUIRE(seconds.records.size() == 1);
+  CHECK(seconds.records[0].timestamp.time_since_epoch().count() == -9223372036854);
 }

@@ -245,7 +245,7 @@ TEST_CASE("the JSON-lines audit sink round-trips through read_audit_log", "[coor
     coord.update_budget(a, Decimal("12.345678"), "quote \" backslash \\ newline \n tab \t é");
     coord.remove_agent(a);
   }
-  auto back = read_audit_log(file.path);
+  auto back = read_audit_log(file.path).records;
   REQUIRE(back.size() == seen.size());
   REQUIRE(back.size() == 3);
   for (std::size_t i = 0; i < back.size(); ++i) {
@@ -255,6 +255,8 @@ TEST_CASE("the JSON-lines audit sink round-trips through read_audit_log", "[coor
     CHECK(back[i].new_budget == seen[i].new_budget);
     CHECK(back[i].delta == seen[i].delta);
     CHECK(back[i].reason == seen[i].reason);
+    CHECK(back[i].agent_name == "a");
+    CHECK(back[i].sequence == seen[i].sequence);
     CHECK(
         std::chrono::duration_cast<std::chrono::microseconds>(back[i].timestamp - seen[i].timestamp)
             .count() == 0);
@@ -271,16 +273,23 @@ TEST_CASE("the JSON-lines audit sink round-trips through read_audit_log", "[coor
   }
   CHECK(lines == 3);
 
-  SECTION("a malformed line is an Error") {
+  SECTION("a malformed line is reported by number; the records around it are still read") {
     std::ofstream(file.path, std::ios::app) << "{\"agent\":1,\"old\":\n";
-    CHECK_THROWS_AS(read_audit_log(file.path), Error);
+    auto log = read_audit_log(file.path);
+    CHECK(log.records == back);
+    REQUIRE(log.damaged.size() == 1);
+    CHECK(log.damaged[0].line == 4);
   }
-  SECTION("a record with a missing field is an Error naming the line") {
+  SECTION("a record with a missing field is a damaged line naming the field") {
     std::ofstream(file.path, std::ios::app) << "{\"agent\":1}\n";
-    CHECK_THROWS_WITH(read_audit_log(file.path), Contains("line 4"));
+    auto log = read_audit_log(file.path);
+    CHECK(log.records.size() == 3);
+    REQUIRE(log.damaged.size() == 1);
+    CHECK(log.damaged[0].line == 4);
+    CHECK_THAT(log.damaged[0].reason, Contains("\"priority\""));
   }
-  SECTION("a file that cannot be opened is an Error") {
-    CHECK_THROWS_AS(JsonLinesAuditSink("/nonexistent-dir/x.jsonl"), Error);
-    CHECK_THROWS_AS(read_audit_log("/nonexistent-dir/x.jsonl"), Error);
+  SECTION("a file that cannot be opened is an IoError") {
+    CHECK_THROWS_AS(JsonLinesAuditSink("/nonexistent-dir/x.jsonl"), IoError);
+    CHECK_THROWS_AS(read_audit_log("/nonexistent-dir/x.jsonl"), IoError);
   }
 }
