@@ -1,20 +1,37 @@
-// The JSON-lines audit trail as a file other programs read: every line valid UTF-8 JSON (checked
-// by Python's json module when python3 is on PATH), the agent's name and the sequence number in
-// every record.
+// The JSON-lines audit trail as a file other programs read and crashes leave behind: every line
+// valid UTF-8 JSON (checked by Python's json module when python3 is on PATH), the agent's name and
+// the sequence number in every record, a reader that returns every whole record and reports the
+// damaged lines whatever the file holds, and a sink that never glues a record onto one that a
+// SIGKILL, a file-size limit, a full disk or a signal cut short. The crash tests fork: children
+// leave through _exit and use no Catch macros.
 // SPDX-License-Identifier: MIT
+#include <algorithm>
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <csignal>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <optional>
+#include <pthread.h>
 #include <random>
 #include <safeguards/safeguards.hpp>
 #include <sstream>
 #include <stdlib.h>
 #include <string>
 #include <string_view>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
 #include <vector>
 
 using namespace safeguards;
@@ -41,6 +58,11 @@ struct TempDir {
   TempDir& operator=(const TempDir&) = delete;
   std::string file(std::string_view name) const { return (path / name).string(); }
 };
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
 
 void append_raw(const std::string& path, std::string_view bytes) {
   std::ofstream(path, std::ios::binary | std::ios::app) << bytes;
@@ -550,4 +572,510 @@ TEST_CASE("deep nesting, huge numbers and long strings cost the reader nothing s
   auto seconds = read_audit_log<Decimal, std::chrono::sys_seconds>(path);
   REQUIRE(seconds.records.size() == 1);
   CHECK(seconds.records[0].timestamp.time_since_epoch().count() == -9223372036854);
+}
+
+// ---- writing through crashes and full disks ----------------------------------------------------
+
+namespace {
+
+std::vector<std::string> raw_lines(const std::string& path) {
+  std::vector<std::string> lines;
+  std::ifstream in(path, std::ios::binary);
+  for (std::string line; std::getline(in, line);)
+    lines.push_back(line);
+  return lines;
+}
+
+constexpr std::string_view record_start = "{\"agent\":";
+
+// Runs `child` in a forked process and returns its exit status (or 128 + the signal that ended
+// it). The child never returns into Catch: it leaves through _exit.
+template <class F>
+int in_child(F child) {
+  const pid_t pid = ::fork();
+  if (pid < 0)
+    throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    int code = 100;
+    try {
+      code = child();
+    } catch (...) {
+      code = 101;
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+bool limit_file_size(std::uintmax_t bytes) {
+  rlimit limit{};
+  ::getrlimit(RLIMIT_FSIZE, &limit);
+  limit.rlim_cur = static_cast<rlim_t>(bytes);
+  return ::setrlimit(RLIMIT_FSIZE, &limit) == 0;
+}
+
+bool lift_file_size_limit() {
+  rlimit limit{};
+  ::getrlimit(RLIMIT_FSIZE, &limit);
+  limit.rlim_cur = limit.rlim_max;
+  return ::setrlimit(RLIMIT_FSIZE, &limit) == 0;
+}
+
+} // namespace
+
+TEST_CASE("a sink that opens a file ending in a torn record starts a new line first",
+          "[audit][sink]") {
+  TempDir dir;
+  const auto path = dir.file("audit.jsonl");
+  const auto first = to_json_line(change("first", "a", 1));
+  const auto torn = to_json_line(change("killed while writing this", "a", 2)).substr(0, 70);
+  const auto next = to_json_line(change("next process", "a", 3));
+
+  SECTION("torn tail") {
+    append_raw(path, first + torn);
+    JsonLinesAuditSink{path}(change("next process", "a", 3));
+    CHECK(raw_lines(path) == std::vector<std::string>{first.substr(0, first.size() - 1), torn,
+                                                      next.substr(0, next.size() - 1)});
+    auto log = read_audit_log(path);
+    CHECK(log.records ==
+          std::vector<BudgetChange>{change("first", "a", 1), change("next process", "a", 3)});
+    REQUIRE(log.damaged.size() == 1);
+    CHECK(log.damaged[0].line == 2);
+  }
+  SECTION("a whole last line, or an empty file, gets no blank line") {
+    append_raw(path, first);
+    JsonLinesAuditSink{path}(change("next process", "a", 3));
+    CHECK(slurp(path) == first + next);
+    const auto empty = dir.file("empty.jsonl");
+    append_raw(empty, "");
+    JsonLinesAuditSink{empty}(change("next process", "a", 3));
+    CHECK(slurp(empty) == next);
+  }
+}
+
+TEST_CASE("a record cut short by a file-size limit is ended; the next one gets a line of its own",
+          "[audit][sink]") {
+  TempDir dir;
+  const auto path = dir.file("audit.jsonl");
+  const auto first = to_json_line(change("first", "a", 1));
+  const auto cut = to_json_line(change(std::string(300, 'x'), "a", 2));
+  const auto later = to_json_line(change("after the limit was raised", "a", 3));
+  append_raw(path, first);
+  auto strip = [](std::string line) {
+    line.pop_back();
+    return line;
+  };
+
+  SECTION("the newline cannot be written either: IoError, and the next record ends the line") {
+    // Bits: 1 = the cut record threw, 2 = the next one threw while the limit held,
+    // 4 = a record after the limit was raised was written.
+    const int result = in_child([&] {
+      ::signal(SIGXFSZ, SIG_IGN); // write returns a short count, then EFBIG
+      JsonLinesAuditSink sink(path);
+      if (!limit_file_size(first.size() + 150))
+        return 99;
+      int bits = 0;
+      auto attempt = [&](std::uint64_t sequence, std::string reason, int bit) {
+        try {
+          sink(change(std::move(reason), "a", sequence));
+          bits |= bit;
+        } catch (const IoError&) {
+        }
+      };
+      attempt(2, std::string(300, 'x'), 0);
+      bits |= 1;
+      try {
+        sink(change("still at the limit", "a", 9));
+      } catch (const IoError&) {
+        bits |= 2;
+      }
+      if (!lift_file_size_limit())
+        return 98;
+      attempt(3, "after the limit was raised", 4);
+      return bits;
+    });
+    CHECK(result == 7);
+    CHECK(raw_lines(path) ==
+          std::vector<std::string>{strip(first), cut.substr(0, 150), strip(later)});
+    auto log = read_audit_log(path);
+    CHECK(log.records == std::vector<BudgetChange>{change("first", "a", 1),
+                                                   change("after the limit was raised", "a", 3)});
+    REQUIRE(log.damaged.size() == 1);
+    CHECK(log.damaged[0].line == 2);
+  }
+  SECTION("nothing written at all: IoError and no blank line") {
+    const int result = in_child([&] {
+      ::signal(SIGXFSZ, SIG_IGN);
+      JsonLinesAuditSink sink(path);
+      if (!limit_file_size(first.size()))
+        return 99;
+      int bits = 0;
+      try {
+        sink(change("refused", "a", 2));
+      } catch (const IoError&) {
+        bits |= 1;
+      }
+      if (!lift_file_size_limit())
+        return 98;
+      sink(change("after the limit was raised", "a", 3));
+      return bits;
+    });
+    CHECK(result == 1);
+    CHECK(slurp(path) == first + later);
+  }
+}
+
+TEST_CASE("a full disk (/dev/full) is an IoError; other sinks go on", "[audit][sink]") {
+  if (!std::filesystem::exists("/dev/full")) {
+    WARN("/dev/full does not exist here: skipped");
+    return;
+  }
+  TempDir dir;
+  JsonLinesAuditSink full("/dev/full");
+  CHECK_THROWS_AS(full(change("nowhere to go")), IoError);
+  CHECK_THROWS_WITH(full(change("nowhere to go")), Catch::Contains("/dev/full"));
+  const auto path = dir.file("audit.jsonl");
+  JsonLinesAuditSink good(path);
+  good(change("fine", "a", 2));
+  CHECK(slurp(path) == to_json_line(change("fine", "a", 2)));
+  CHECK_THROWS_AS(full(change("still nowhere")), IoError);
+}
+
+namespace {
+
+// A FIFO whose reading end the test holds, shrunk to one page, so that a write to it blocks
+// until the test drains it: the way to stop a write halfway, or before it starts, on purpose.
+// Used inside a forked child only.
+struct TestPipe {
+  int reader = -1;
+  std::size_t capacity = 0;
+
+  explicit TestPipe(const std::string& path)
+      : reader(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC)) {
+    if (reader < 0)
+      return;
+    ::fcntl(reader, F_SETPIPE_SZ, 4096);
+    const int size = ::fcntl(reader, F_GETPIPE_SZ);
+    capacity = size > 0 ? static_cast<std::size_t>(size) : 0;
+  }
+  ~TestPipe() {
+    if (reader >= 0)
+      ::close(reader);
+  }
+  TestPipe(const TestPipe&) = delete;
+  TestPipe& operator=(const TestPipe&) = delete;
+
+  std::size_t buffered() const {
+    int n = 0;
+    ::ioctl(reader, FIONREAD, &n);
+    return static_cast<std::size_t>(n);
+  }
+  // Reads `size` bytes, or fewer when nothing more comes for two seconds (a writer that wrote
+  // less than the test expects must fail it, not hang it).
+  std::string read(std::size_t size) const {
+    std::string got;
+    char buffer[8192];
+    for (int idle = 0; got.size() < size && idle < 40'000;) {
+      const auto n = ::read(reader, buffer, std::min(sizeof buffer, size - got.size()));
+      if (n > 0) {
+        got.append(buffer, static_cast<std::size_t>(n));
+        idle = 0;
+      } else {
+        std::this_thread::sleep_for(50us);
+        ++idle;
+      }
+    }
+    return got;
+  }
+};
+
+std::atomic<bool> sigusr1_handled{false};
+
+// A SIGUSR1 handler that, without SA_RESTART, makes a blocked write return, and says it ran.
+void interrupt_writes_on_sigusr1() {
+  struct sigaction action {};
+  action.sa_handler = [](int) { sigusr1_handled = true; };
+  ::sigaction(SIGUSR1, &action, nullptr);
+}
+
+// Runs `write` on a thread of its own, and returns once `blocked(tid)` says it waits inside it.
+struct WriterThread {
+  std::atomic<pid_t> tid{0};
+  std::atomic<bool> done{false};
+  std::thread thread;
+
+  template <class Write, class Blocked>
+  WriterThread(Write write, Blocked blocked) {
+    thread = std::thread([this, write] {
+      tid = static_cast<pid_t>(::syscall(SYS_gettid));
+      try {
+        write();
+        done = true;
+      } catch (...) {
+      }
+    });
+    while (tid == 0)
+      std::this_thread::yield();
+    // Bounded, so that a kernel that behaves otherwise fails the checks instead of hanging.
+    for (int i = 0; i < 5000 && !blocked(tid.load()); ++i)
+      std::this_thread::sleep_for(200us);
+  }
+  // Returns once the handler has run, i.e. the write it interrupted has returned: draining the
+  // pipe earlier would let that write go on instead.
+  void interrupt() {
+    sigusr1_handled = false;
+    ::pthread_kill(thread.native_handle(), SIGUSR1);
+    for (int i = 0; i < 5000 && !sigusr1_handled; ++i)
+      std::this_thread::sleep_for(200us);
+  }
+  bool join() {
+    thread.join();
+    return done;
+  }
+};
+
+} // namespace
+
+TEST_CASE("a write cut short is ended with a newline and the record written whole once more",
+          "[audit][sink]") {
+  // A signal that arrives while a write waits, after part of the record went into the pipe,
+  // makes write return that part: a short write the sink survives, like a record cut by a
+  // file-size limit that is lifted at once. It must not append the rest: another writer may
+  // have appended in between.
+  TempDir dir;
+  const auto fifo = dir.file("audit.fifo");
+  const auto out = dir.file("out.jsonl");
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  const auto record = change(std::string(20'000, 'x'), "a", 1);
+  const auto line = to_json_line(record);
+  const int result = in_child([&] {
+    TestPipe pipe(fifo);
+    if (pipe.reader < 0 || pipe.capacity == 0 || pipe.capacity >= line.size())
+      return 99;
+    JsonLinesAuditSink sink(fifo);
+    interrupt_writes_on_sigusr1();
+    WriterThread writer([&] { sink(record); },
+                        [&](pid_t) { return pipe.buffered() == pipe.capacity; });
+    writer.interrupt();
+    const auto got = pipe.read(pipe.capacity + 1 + line.size());
+    std::ofstream(out, std::ios::binary) << got;
+    if (got.size() < pipe.capacity + 1 + line.size())
+      ::_exit(2); // the writer may still be blocked: do not wait for it
+    return writer.join() ? 0 : 1;
+  });
+  CHECK(result == 0);
+  auto lines = raw_lines(out);
+  REQUIRE(lines.size() == 2);
+  CHECK(lines[0].size() < line.size() - 1);
+  CHECK(lines[0] == line.substr(0, lines[0].size()));
+  CHECK(lines[1] + "\n" == line);
+  auto log = read_audit_log(out);
+  CHECK(log.records == std::vector<BudgetChange>{record});
+  REQUIRE(log.damaged.size() == 1);
+  CHECK(log.damaged[0].line == 1);
+}
+
+TEST_CASE("a write interrupted by a signal before writing anything is retried", "[audit][sink]") {
+  TempDir dir;
+  const auto fifo = dir.file("audit.fifo");
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  const auto record = change("through the pipe", "a", 1);
+  const auto line = to_json_line(record);
+  // 0: the record arrived whole, once, after the bytes that filled the pipe; 1: it did not;
+  // 2: the writer was never seen blocked in write (the kernel did not cooperate).
+  const int result = in_child([&] {
+    TestPipe pipe(fifo);
+    JsonLinesAuditSink sink(fifo);
+    const int filler = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (pipe.reader < 0 || filler < 0)
+      return 99;
+    while (::write(filler, "f", 1) == 1) {
+    }
+    const std::size_t filled = pipe.buffered();
+    interrupt_writes_on_sigusr1();
+    bool seen_blocked = false;
+    WriterThread writer([&] { sink(record); },
+                        [&](pid_t tid) {
+                          // The syscall a thread waits in is the first number in this file.
+                          std::ifstream in(fmt::format("/proc/self/task/{}/syscall", tid));
+                          long number = -1;
+                          in >> number;
+                          return seen_blocked = number == SYS_write;
+                        });
+    writer.interrupt();
+    const auto got = pipe.read(filled + line.size());
+    if (got.size() < filled + line.size())
+      ::_exit(1); // the writer may still be blocked: do not wait for it
+    const bool wrote = writer.join();
+    if (!seen_blocked)
+      return 2;
+    return wrote && got == std::string(filled, 'f') + line ? 0 : 1;
+  });
+  if (result == 2)
+    WARN("the writer was never seen blocked in write: the EINTR path may not have been taken");
+  CHECK((result == 0 || result == 2));
+}
+
+namespace {
+
+// The reason of a record in the crash test: a header naming the record, its payload's length and
+// checksum, then the payload (lower-case letters, so JSON leaves them as they are). A line can
+// be checked for being whole without the library's reader.
+std::string crash_reason(int generation, int thread, std::uint64_t n) {
+  std::uint64_t state = 0x9E3779B97F4A7C15u ^ (static_cast<std::uint64_t>(generation) << 40) ^
+                        (static_cast<std::uint64_t>(thread) << 32) ^ n;
+  auto next = [&] {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  };
+  const std::size_t length = 20'000 + next() % 40'000; // a write spans several pages
+  std::string payload(length, ' ');
+  std::uint32_t sum = 0;
+  for (auto& c : payload) {
+    c = static_cast<char>('a' + next() % 26);
+    sum = sum * 31 + static_cast<unsigned char>(c);
+  }
+  return fmt::format("g{} t{} n{} len{} sum{:08x}:", generation, thread, n, length, sum) + payload;
+}
+
+// Whether `reason` is one that crash_reason wrote, whole.
+bool crash_reason_is_whole(std::string_view reason) {
+  const auto colon = reason.find(':');
+  if (colon == std::string_view::npos)
+    return false;
+  int generation = 0;
+  int thread = 0;
+  unsigned long long n = 0;
+  std::size_t length = 0;
+  unsigned sum = 0;
+  const std::string header(reason.substr(0, colon));
+  if (std::sscanf(header.c_str(), "g%d t%d n%llu len%zu sum%x", &generation, &thread, &n, &length,
+                  &sum) != 5)
+    return false;
+  const auto payload = reason.substr(colon + 1);
+  std::uint32_t actual = 0;
+  for (char c : payload)
+    actual = actual * 31 + static_cast<unsigned char>(c);
+  return payload.size() == length && actual == sum;
+}
+
+// A line of the crash test's file is a whole record when it is shaped like one from end to end
+// and its reason checks out. Written from the format, not with the library's reader.
+bool crash_line_is_whole(std::string_view line) {
+  static constexpr std::string_view key = "\"reason\":\"";
+  static constexpr std::string_view tail = "\",\"timestamp_us\":1700000000123456}";
+  const auto from = line.find(key);
+  if (!line.starts_with(record_start) || !line.ends_with(tail) || from == std::string_view::npos)
+    return false;
+  const auto reason = line.substr(from + key.size(), line.size() - tail.size() - from - key.size());
+  return crash_reason_is_whole(reason);
+}
+
+// Writes records from four threads into `path` as fast as it can, until it is killed.
+[[noreturn]] void write_until_killed(const std::string& path, int generation) {
+  try {
+    JsonLinesAuditSink sink(path);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t)
+      threads.emplace_back([&sink, generation, t] {
+        try {
+          // Made up front, so that the threads spend their time formatting and writing.
+          std::vector<BudgetChange> changes;
+          for (std::uint64_t n = 1; n <= 4; ++n)
+            changes.push_back(change(crash_reason(generation, t, n), "crash", n));
+          for (std::size_t i = 0;; ++i)
+            sink(changes[i % changes.size()]);
+        } catch (...) {
+          ::_exit(3);
+        }
+      });
+    for (auto& t : threads)
+      t.join();
+  } catch (...) {
+  }
+  ::_exit(4);
+}
+
+} // namespace
+
+TEST_CASE("a writer killed mid-record: every whole record is read, no record is glued to a torn "
+          "one",
+          "[audit][sink][crash]") {
+  TempDir dir;
+  const auto path = dir.file("audit.jsonl");
+  std::mt19937_64 rng(8);
+  constexpr int kills = 16;
+  auto file_size = [](const std::string& p) {
+    std::error_code ignored;
+    const auto size = std::filesystem::file_size(p, ignored);
+    return ignored ? std::uintmax_t{0} : size;
+  };
+  for (int generation = 0; generation < kills; ++generation) {
+    const auto size_before = file_size(path);
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0)
+      write_until_killed(path, generation);
+    // Once the child is writing (bounded: a child that cannot start is caught below), kill it
+    // at a random moment, which lands in the middle of a write often enough.
+    for (int i = 0; i < 20'000 && file_size(path) <= size_before; ++i)
+      std::this_thread::sleep_for(50us);
+    std::this_thread::sleep_for(
+        std::chrono::microseconds(std::uniform_int_distribution<int>(0, 3000)(rng)));
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    INFO("generation " << generation << " ended with status " << status);
+    CHECK((WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL));
+  }
+  // A clean process appends a final batch.
+  constexpr std::uint64_t final_batch = 20;
+  CHECK(in_child([&] {
+          JsonLinesAuditSink sink(path);
+          for (std::uint64_t n = 1; n <= final_batch; ++n)
+            sink(change(crash_reason(kills, 0, n), "final", n));
+          return 0;
+        }) == 0);
+
+  // The file as written, judged without the library's reader.
+  const auto lines = raw_lines(path);
+  std::vector<std::string> whole_reasons;
+  std::size_t torn = 0;
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    INFO("line " << i + 1 << " starts " << lines[i].substr(0, 120));
+    CHECK_FALSE(lines[i].empty());
+    // No line holds parts of two records.
+    CHECK(lines[i].find(record_start, 1) == std::string::npos);
+    if (crash_line_is_whole(lines[i]))
+      whole_reasons.push_back(from_json_line(lines[i])->reason);
+    else
+      ++torn;
+  }
+  CHECK(torn <= static_cast<std::size_t>(kills)); // a kill tears at most the one record in flight
+  if (torn == 0)
+    WARN("no kill landed in the middle of a write this time: the run proved less than it can");
+
+  // The reader returns exactly the whole records, and every other line as damaged.
+  const auto log = read_audit_log(path);
+  std::vector<std::string> read_reasons;
+  for (const auto& r : log.records) {
+    CHECK(crash_reason_is_whole(r.reason));
+    read_reasons.push_back(r.reason);
+  }
+  CHECK(read_reasons == whole_reasons);
+  CHECK(log.damaged.size() == torn);
+  CHECK(log.damaged.size() <= static_cast<std::size_t>(kills));
+
+  // The clean batch is all there, whole, at the end.
+  REQUIRE(log.records.size() >= final_batch);
+  for (std::uint64_t n = 1; n <= final_batch; ++n) {
+    const auto& r = log.records[log.records.size() - final_batch + n - 1];
+    CHECK(r.agent_name == "final");
+    CHECK(r.sequence == n);
+    CHECK(r.reason == crash_reason(kills, 0, n));
+  }
 }

@@ -23,6 +23,7 @@
 #include <safeguards/ids.hpp>
 #include <string>
 #include <string_view>
+#include <sys/stat.h>
 #include <type_traits>
 #include <unistd.h>
 #include <utility>
@@ -595,10 +596,28 @@ std::string to_json_line(const BasicBudgetChange<Amount, TimePoint>& c) {
   return out;
 }
 
-/// Appends every change to a file as one JSON line. Each record is written with a single
-/// `write` to a file opened with `O_APPEND` and retried until complete, so a reader never sees
-/// a torn line from this process; with `durable` each record is also `fsync`ed before the call
-/// returns. Copies share the file.
+/// Appends every change to a file as one JSON line (`to_json_line`). Copies share the file; with
+/// `durable` each record is also `fsync`ed before the call returns.
+///
+/// Each record is one `write` to a file opened with `O_APPEND`, so records of concurrent writers
+/// (threads, other sinks, other processes) never interleave. A write can still be cut short: by
+/// SIGKILL (the kernel stops between pages), by a full disk or a file-size limit. The cut record
+/// stays in the file as a damaged line, and the sink makes sure that nothing is glued onto it:
+/// - After a short write it ends the torn line with a newline and writes the whole record again
+///   as one `write`; it never appends the rest, since another writer may have appended in
+///   between. If that second write is cut too, the call throws `IoError`.
+/// - If even the newline cannot be written (ENOSPC, EFBIG), it throws `IoError` and remembers
+///   that the line is open: the next record first writes the pending newline.
+/// - On opening a file that is not empty and does not end in a newline (a writer was killed
+///   mid-record), it starts a new line before its first record. When it cannot read the file's
+///   last byte it assumes a torn line: a blank line, which `read_audit_log` skips, is harmless;
+///   a record glued onto a torn one is not.
+/// A write that fails with nothing written throws `IoError` (EINTR is retried). `read_audit_log`
+/// reports the damaged lines and returns every whole record.
+///
+/// Two sinks on the same path in one process each have their own lock and their own memory of an
+/// open line, as two processes do: if one's write is cut while the other appends, the other's
+/// record lands on the torn line, and `read_audit_log` recovers it from there.
 ///
 /// **Example**
 /// ```
@@ -616,34 +635,88 @@ public:
 
 private:
   struct File {
-    File(const std::string& path, bool durable_) : durable(durable_) {
+    File(const std::string& path_, bool durable_) : path(path_), durable(durable_) {
       fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
       if (fd < 0)
         throw IoError(
             fmt::format("safeguards: cannot open audit file {}: {}", path, std::strerror(errno)));
+      line_open = ends_inside_a_line();
     }
     File(const File&) = delete;
     File& operator=(const File&) = delete;
     ~File() { ::close(fd); }
 
-    void write(const std::string& line) {
+    void write(std::string_view record) {
       std::lock_guard lock(mutex);
-      std::size_t done = 0;
-      while (done < line.size()) {
-        auto n = ::write(fd, line.data() + done, line.size() - done);
-        if (n < 0 && errno == EINTR)
-          continue;
-        if (n < 0)
-          throw IoError(fmt::format("safeguards: audit write failed: {}", std::strerror(errno)));
-        done += static_cast<std::size_t>(n);
+      if (line_open)
+        end_line();
+      std::size_t written = write_some(record);
+      if (written < record.size()) {
+        line_open = true;
+        end_line();
+        written = write_some(record);
+        if (written < record.size()) {
+          line_open = true;
+          end_line();
+          throw IoError(fmt::format("safeguards: audit file {}: a record was cut short twice ({} "
+                                    "of {} bytes written); it is not in the file",
+                                    path, written, record.size()));
+        }
       }
       if (durable && ::fsync(fd) != 0)
-        throw IoError(fmt::format("safeguards: audit fsync failed: {}", std::strerror(errno)));
+        throw IoError(
+            fmt::format("safeguards: audit file {}: fsync failed: {}", path, std::strerror(errno)));
+    }
+
+    // One `write` of `bytes`, retried only while it is interrupted before writing anything.
+    // Returns how much was written, at least 1; throws when nothing could be.
+    std::size_t write_some(std::string_view bytes) {
+      for (;;) {
+        const auto n = ::write(fd, bytes.data(), bytes.size());
+        if (n > 0)
+          return static_cast<std::size_t>(n);
+        if (n < 0 && errno == EINTR)
+          continue;
+        throw IoError(fmt::format("safeguards: cannot write to audit file {}: {}", path,
+                                  n < 0 ? std::strerror(errno) : "nothing was written"));
+      }
+    }
+
+    void end_line() {
+      try {
+        write_some("\n");
+      } catch (const IoError& e) {
+        throw IoError(fmt::format("{}; a torn line stays open and the next record will end it "
+                                  "first",
+                                  e.what()));
+      }
+      line_open = false;
+    }
+
+    // Whether the file holds a line without its newline, left by a writer that died mid-record.
+    // Read through a descriptor of its own, as `fd` may not be readable; when the answer cannot be
+    // known, yes (see the class comment).
+    bool ends_inside_a_line() const noexcept {
+      struct stat written {};
+      if (::fstat(fd, &written) != 0 || !S_ISREG(written.st_mode) || written.st_size == 0)
+        return false;
+      const int rfd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (rfd < 0)
+        return true;
+      struct stat tail {};
+      char last = 0;
+      const bool known = ::fstat(rfd, &tail) == 0 && tail.st_dev == written.st_dev &&
+                         tail.st_ino == written.st_ino && tail.st_size > 0 &&
+                         ::pread(rfd, &last, 1, tail.st_size - 1) == 1;
+      ::close(rfd);
+      return !known || last != '\n';
     }
 
     std::mutex mutex;
+    std::string path;
     int fd = -1;
     bool durable = false;
+    bool line_open = false; // the file ends in a torn line: end it before the next record
   };
   std::shared_ptr<File> file_;
 };
