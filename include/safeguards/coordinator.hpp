@@ -1197,25 +1197,26 @@ private:
     ~LeaveTurn() { coord.leave_turn(agent); }
   };
 
-  // Makes a monitored change and queues its event. `change()` returns the event's amount, or
-  // nothing when it changed nothing. Balances are read just before and after it under the
-  // queue's lock, so the event's numbers are those of this change alone, and queued events are in
-  // the order of their changes.
-  template <class Change>
-  void record_change(AgentState& a, UsageKind kind, Change& change) noexcept {
-    const bool queued = a.turn.defer(
-        [&]() noexcept -> std::optional<UsageEvent> {
-          const auto before = ledger_.balance(a.account);
-          const std::optional<Amount> amount = change();
-          if (!amount)
-            return std::nullopt;
-          try {
-            return make_event(a, kind, *amount, before, ledger_.balance(a.account), clock_.now());
-          } catch (...) {
-            return std::nullopt;
-          }
-        },
-        deliver_for(a));
+  // Makes a monitored change. `change()` returns the event's amount, or nothing when it changed
+  // nothing. Balances are read just before and after it under the turn's queue lock, so the
+  // event's numbers are those of this change alone and events follow their changes' order. The
+  // holder of the turn (`own`) delivers its event at once when nothing is queued before it;
+  // anyone else queues it for the holder.
+  template <class Change, class Deliver>
+  void record_change(AgentState& a, UsageKind kind, Change& change, time_point now, bool own,
+                     Deliver&& deliver) noexcept {
+    auto apply = [&]() noexcept -> std::optional<UsageEvent> {
+      const auto before = ledger_.balance(a.account);
+      const std::optional<Amount> amount = change();
+      if (!amount)
+        return std::nullopt;
+      try {
+        return make_event(a, kind, *amount, before, ledger_.balance(a.account), now);
+      } catch (...) {
+        return std::nullopt;
+      }
+    };
+    const bool queued = own ? a.turn.record(apply, deliver) : a.turn.defer(apply, deliver);
     if (!queued)
       sink_failures_.fetch_add(1);
   }
@@ -1232,8 +1233,9 @@ private:
       return;
     }
     const auto entry = a.turn.enter();
-    record_change(a, kind, change);
-    if (entry == Turn::Entry::locked)
+    const bool own = entry == Turn::Entry::locked;
+    record_change(a, kind, change, clock_.now(), own, deliver_for(a));
+    if (own)
       leave_turn(a);
   }
 
@@ -1270,22 +1272,36 @@ private:
       return ConsumeStatus::unknown_agent;
     if (before.remaining < amount)
       return ConsumeStatus::insufficient;
-    if (const auto monitors = a.monitors.load()) {
-      auto would = before;
-      would.remaining = traits::sub(before.remaining, amount);
-      if (kind == UsageKind::consume)
-        would.used = traits::add(before.used, amount);
-      else
-        would.reserved = traits::add(before.reserved, amount);
-      const auto event = make_event(a, kind, amount, before, would, now);
-      const auto reporter = reporter_for(a, now);
+    // Loaded once: a monitor registered from now on sees the changes that start after it.
+    const auto monitors = a.monitors.load();
+    const auto reporter = reporter_for(a, now);
+    auto would = before;
+    would.remaining = traits::sub(before.remaining, amount);
+    if (kind == UsageKind::consume)
+      would.used = traits::add(before.used, amount);
+    else
+      would.reserved = traits::add(before.reserved, amount);
+    const auto event = make_event(a, kind, amount, before, would, now);
+    if (monitors)
       for (const auto& m : *monitors)
         if (m->check && m->is_active() && !run_check(*m, event, reporter))
           return ConsumeStatus::denied_by_monitor;
+    auto deliver = [&](const UsageEvent& e) noexcept {
+      if (monitors)
+        notify(*monitors, e, reporter);
+    };
+    if (a.turn.nothing_queued()) {
+      // Nobody changed this agent since `before` was read (changes made meanwhile by monitors, or
+      // by threads waiting for this one, queue their events), so the checked event is this
+      // change's own: no second snapshot, no queue.
+      if (apply(now))
+        deliver(event);
+      return to_consume_status(status);
     }
-    // A check may have settled a reservation meanwhile; the debit re-checks the balance itself.
+    // A check settled or released a reservation: the debit re-checks the balance itself, and
+    // the event is read afresh and delivered after the changes the checks made.
     auto change = [&] { return apply(now); };
-    record_change(a, kind, change);
+    record_change(a, kind, change, now, true, deliver);
     return to_consume_status(status);
   }
 

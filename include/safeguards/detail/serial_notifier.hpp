@@ -39,19 +39,46 @@ public:
 
   bool held_by_this_thread() const noexcept { return lock_.held_by_this_thread(); }
 
+  /// True when no change waits for delivery. For the holder of the turn this also means that no
+  /// change was made by anyone else since it took the turn (all of them queue their events).
+  bool nothing_queued() const noexcept { return queued_.load(std::memory_order_acquire) == 0; }
+
   /// Delivers what was queued, then gives the turn up (the caller holds it).
   template <class Deliver>
   void leave(Deliver&& deliver) noexcept {
     for (;;) {
-      drain(deliver);
+      if (queued_.load(std::memory_order_acquire) != 0)
+        drain(deliver);
       lock_.unlock();
       if (queued_.load(std::memory_order_acquire) == 0 || !lock_.try_lock())
         return;
     }
   }
 
-  /// Delivers what was queued while the turn is held, so that a change made during a veto check
-  /// reaches observers before the change that the check was about.
+  /// The holder of the turn makes its own change: `apply()` changes the balance and returns its
+  /// event (or nothing). With nothing queued before it the event goes straight to `deliver` (the
+  /// common case: no queue traffic at all); otherwise it joins the queue behind the changes made
+  /// before it, and `leave` delivers them all in order. Returns false when the event could not be
+  /// queued (out of memory); the change itself is made either way.
+  ///
+  /// No lock is taken around `apply`: the only thread that changes this agent's balance through
+  /// `defer` while another holds the turn is one that found the holder waiting for it (a wait
+  /// cycle), and the holder stays blocked until that thread has finished; a deferral by the
+  /// holder's own thread happens inside its monitors, never during `apply`.
+  template <class Apply, class Deliver>
+  bool record(Apply&& apply, Deliver&& deliver) noexcept {
+    std::optional<Event> event = apply();
+    if (!event)
+      return true;
+    if (queued_.load(std::memory_order_acquire) == 0) {
+      deliver(*event);
+      return true;
+    }
+    std::lock_guard guard(queue_mutex_);
+    return push(std::move(*event));
+  }
+
+  /// Delivers what was queued while the turn is held.
   template <class Deliver>
   void drain(Deliver& deliver) noexcept {
     for (;;) {
@@ -68,24 +95,17 @@ public:
     }
   }
 
-  /// Makes a change that cannot wait for the turn: `apply()` changes the balance and returns its
-  /// event (or nothing), under the queue's lock so that queued events follow their changes'
-  /// order. Returns false when the event could not be queued (out of memory); the change itself
-  /// is made either way.
+  /// Makes a change that cannot wait for the turn, or is made while this thread is delivering
+  /// (a monitor settling its own agent's reservation): `apply()` as for `record`, and the event
+  /// always joins the queue, so observers are never called inside one another. Returns false
+  /// when the event could not be queued (out of memory); the change itself is made either way.
   template <class Apply, class Deliver>
   bool defer(Apply&& apply, Deliver&& deliver) noexcept {
     bool queued = true;
     {
       std::lock_guard guard(queue_mutex_);
-      std::optional<Event> event = apply();
-      if (event) {
-        try {
-          queue_.push_back(std::move(*event));
-          queued_.fetch_add(1, std::memory_order_release);
-        } catch (...) {
-          queued = false;
-        }
-      }
+      if (std::optional<Event> event = apply())
+        queued = push(std::move(*event));
     }
     if (!lock_.held_by_this_thread() && lock_.try_lock())
       leave(deliver);
@@ -93,6 +113,16 @@ public:
   }
 
 private:
+  bool push(Event&& event) noexcept {
+    try {
+      queue_.push_back(std::move(event));
+    } catch (...) {
+      return false;
+    }
+    queued_.fetch_add(1, std::memory_order_release);
+    return true;
+  }
+
   OrderLock lock_;
   std::mutex queue_mutex_; // a leaf: no user code runs under it
   std::deque<Event> queue_;
