@@ -1,9 +1,13 @@
 // council's Budget semantics, exactly, over every amount type; time is a ManualClock.
 #include <catch2/catch.hpp>
+#include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <optional>
 #include <safeguards/budget.hpp>
 #include <string>
+#include <type_traits>
+#include <vector>
 
 using namespace safeguards;
 using namespace std::chrono_literals;
@@ -277,4 +281,198 @@ TEST_CASE("SharedBudget children share limits and never outlive the parent", "[b
   CHECK(parent.remaining().run_duration() == 49s);
   parent.add_consumption(Consumption::call(1, "search"), "parent");
   CHECK(parent.is_expired()); // the shared limit is below zero
+}
+
+TEST_CASE("SharedBudget::try_consume never takes any matching limit below zero",
+          "[budget][shared][overspend]") {
+  ManualClock clock;
+  // Two token limits of one kind: add_consumption charges both.
+  BasicSharedBudget<Decimal, ManualClock> run{BasicBudget<Decimal, ManualClock>{
+      60s, {Consumption::token(1000, "gpt-4o"), Consumption::token(500, "gpt-4o")}, {}, clock}};
+  int granted = 0;
+  for (int i = 0; i < 10; ++i)
+    if (run.try_consume(Consumption::token(100, "gpt-4o"), "loop"))
+      ++granted;
+  // The first-match check used to grant all 10 and leave the second limit at -500.
+  CHECK(granted == 5);
+  auto left = run.snapshot().remaining_limits();
+  CHECK(left[0].value() == 500_d);
+  CHECK(left[1].value() == 0_d);
+  CHECK_FALSE(run.is_expired());
+  // council's first-match rule is kept where it is asked for by name.
+  CHECK(run.can_consume(Consumption::token(100, "gpt-4o")));
+  CHECK_FALSE(run.can_consume_all(Consumption::token(100, "gpt-4o")));
+  CHECK(run.can_consume_all(Consumption::token(100, "other"))); // no limit matches
+}
+
+TEST_CASE("a negative consumption never raises a limit, in the constructor either",
+          "[budget][errors][negative]") {
+  ManualClock clock;
+  using B = BasicBudget<Decimal, ManualClock>;
+  using E = B::event_type;
+  // Used to be accepted, leaving the limit at 15.
+  CHECK_THROWS_AS(B(30s, {Consumption::call(10, "search")},
+                    {E{Consumption::call(-5, "search"), "replay", clock.now()}}, clock),
+                  InvalidArgument);
+  CHECK_THROWS_WITH(B(30s, {Consumption::call(10, "search")},
+                      {E{Consumption::call(-5, "search"), "replay", clock.now()}}, clock),
+                    Catch::Matchers::Contains("search consumption: -5.0 call"));
+}
+
+TEST_CASE("add_consumption and add_consumptions are all or nothing", "[budget][errors][atomic]") {
+  ManualClock clock;
+  using B = BasicBudget<Decimal, ManualClock>;
+  SECTION("one consumption with two matching limits, the second overflowing") {
+    B b{30s, {Consumption::token(100, "m"), Consumption::token(100, "m")}, {}, clock};
+    b.add_consumption(Consumption::token(Decimal::max(), "m"), "first"); // both at 100 - max
+    const auto before = b.remaining_limits();
+    // 100 - max - max fits neither; before the fix the first limit changed, then it threw.
+    CHECK_THROWS_AS(b.add_consumption(Consumption::token(Decimal::max(), "m"), "second"),
+                    AmountOverflow);
+    CHECK(b.remaining_limits() == before);
+    CHECK(b.consumptions().size() == 1);
+  }
+  SECTION("a batch whose second item overflows records and applies nothing") {
+    B b{30s, {Consumption::token(100, "m"), Consumption::call(5, "m")}, {}, clock};
+    b.add_consumption(Consumption::token(Decimal::max(), "m"), "setup");
+    const auto before = b.remaining_limits();
+    CHECK_THROWS_AS(
+        b.add_consumptions({Consumption::call(1, "m"), Consumption::token(Decimal::max(), "m")},
+                           "batch"),
+        AmountOverflow);
+    CHECK(b.remaining_limits() == before); // the call limit is still 5
+    CHECK(b.consumptions().size() == 1);
+  }
+  SECTION("a batch with a negative item records and applies nothing") {
+    B b{30s, {Consumption::call(5, "m")}, {}, clock};
+    CHECK_THROWS_AS(
+        b.add_consumptions({Consumption::call(1, "m"), Consumption::call(-1, "m")}, "batch"),
+        InvalidArgument);
+    CHECK(b.remaining_limits()[0].value() == 5_d);
+    CHECK(b.consumptions().empty());
+  }
+}
+
+TEST_CASE("deadlines beyond the clock's range are 'never', not a wrapped past",
+          "[budget][deadline][overflow]") {
+  SECTION("nanoseconds::max() on the steady clock") {
+    Budget b{std::chrono::nanoseconds::max()};
+    CHECK(b.deadline() == std::chrono::steady_clock::time_point::max());
+    CHECK_FALSE(b.is_expired()); // used to be expired at birth
+    CHECK(b.time_left() > std::chrono::hours(24 * 365 * 100));
+    auto r = b.remaining();
+    CHECK_FALSE(r.is_expired());
+    CHECK(r.deadline() == std::chrono::steady_clock::time_point::max());
+  }
+  SECTION("8e9 seconds on the system clock") {
+    BasicBudget<Decimal, std::chrono::system_clock> b{std::chrono::seconds(8'000'000'000)};
+    CHECK(b.deadline() == std::chrono::system_clock::time_point::max());
+    CHECK_FALSE(b.is_expired());
+  }
+  SECTION("a ManualClock near the end of its range") {
+    ManualClock clock(ManualClock::time_point(
+        std::chrono::nanoseconds(std::numeric_limits<std::int64_t>::max() - 10)));
+    BasicBudget<Decimal, ManualClock> b{30s, {}, {}, clock};
+    CHECK(b.deadline() == ManualClock::time_point::max());
+    CHECK_FALSE(b.is_expired());
+    CHECK(b.time_left() == 10ns);
+    BasicSharedBudget<Decimal, ManualClock> shared{b};
+    CHECK(shared.child(std::chrono::nanoseconds::max()).deadline() == b.deadline());
+    CHECK(shared.remaining().time_left() == 10ns);
+  }
+  SECTION("a ManualClock far before its epoch") {
+    ManualClock clock(ManualClock::time_point(
+        std::chrono::nanoseconds(std::numeric_limits<std::int64_t>::min() + 10)));
+    BasicBudget<Decimal, ManualClock> b{std::chrono::nanoseconds::max(), {}, {}, clock};
+    CHECK_FALSE(b.is_expired());
+    CHECK(b.time_left() == std::chrono::nanoseconds::max()); // clamped, not wrapped
+  }
+  SECTION("SAFEGUARDS_DEFAULT_BUDGET at the parser's maximum") {
+    ScopedEnv env("SAFEGUARDS_DEFAULT_BUDGET", "9223372036");
+    auto b = Budget::default_budget();
+    CHECK_FALSE(b.is_expired());
+    CHECK(b.run_duration() == std::chrono::seconds(9223372036));
+    ManualClock clock(ManualClock::time_point(std::chrono::hours(1)));
+    CHECK_FALSE(BasicBudget<Decimal, ManualClock>::default_budget(clock).is_expired());
+  }
+  SECTION("a child of nanoseconds::max() keeps its parent's deadline") {
+    SharedBudget run{Budget{60s}};
+    auto child = run.child(std::chrono::nanoseconds::max());
+    CHECK(child.deadline() == run.deadline());
+    CHECK_FALSE(child.is_expired());
+  }
+}
+
+TEST_CASE("SharedBudget::child refuses a negative duration like Budget does",
+          "[budget][shared][errors]") {
+  SharedBudget run{Budget{60s}};
+  CHECK_THROWS_AS(run.child(-5s), InvalidArgument);
+  CHECK_THROWS_WITH(run.child(-5s), Catch::Matchers::Contains("must not be negative") &&
+                                        Catch::Matchers::Contains("-5.0s"));
+  CHECK_THROWS_AS(Budget(-5s), InvalidArgument);
+}
+
+TEST_CASE("remaining() of an overdrawn budget is that budget, expired, not an exception",
+          "[budget][remaining]") {
+  ManualClock clock;
+  BasicBudget<Decimal, ManualClock> b{30s, {Consumption::call(10, "api")}, {}, clock};
+  // The docs' loop: consume until expired, which leaves the limit at -1.
+  do {
+    b.add_consumption(Consumption::call(1, "api"), "loop");
+  } while (!b.is_expired());
+  REQUIRE(b.remaining_limits()[0].value() == -1_d);
+  auto r = b.remaining(); // used to throw "budget limit must not be negative"
+  CHECK(r.limits()[0].value() == -1_d);
+  CHECK(r.is_expired());
+  BasicSharedBudget<Decimal, ManualClock> shared{b};
+  CHECK(shared.remaining().is_expired());
+  CHECK(shared.remaining().remaining_limits()[0].value() == -1_d);
+  // A negative limit given by hand is still refused.
+  CHECK_THROWS_AS(
+      (BasicBudget<Decimal, ManualClock>{30s, {Consumption::call(-1, "api")}, {}, clock}),
+      InvalidArgument);
+}
+
+TEST_CASE("non-finite limits and consumptions are refused", "[budget][double][errors]") {
+  ManualClock clock;
+  using B = BasicBudget<double, ManualClock>;
+  using Cd = BasicConsumption<double>;
+  const double bad =
+      GENERATE(std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity(),
+               std::numeric_limits<double>::quiet_NaN());
+  INFO("value " << bad);
+  CHECK_THROWS_AS(B(30s, {Cd::token(bad, "m")}, {}, clock), InvalidArgument);
+  B b{30s, {Cd::token(100.0, "m")}, {}, clock};
+  CHECK_THROWS_AS(b.add_consumption(Cd::token(bad, "m"), "x"), InvalidArgument);
+  CHECK_THROWS_AS(b.add_consumptions({Cd::token(1.0, "m"), Cd::token(bad, "m")}, "x"),
+                  InvalidArgument);
+  CHECK(b.remaining_limits()[0].value() == 100.0);
+  CHECK(b.consumptions().empty());
+  CHECK_THROWS_AS(B(30s, {Cd::token(1.0, "m")},
+                    {B::event_type{Cd::token(bad, "m"), "replay", clock.now()}}, clock),
+                  InvalidArgument);
+}
+
+TEST_CASE("a Budget's events are ConsumptionEvents stamped with wall time",
+          "[budget][events][clock]") {
+  static_assert(std::is_same_v<Budget::event_type, ConsumptionEvent>);
+  static_assert(std::is_same_v<ConsumptionEvent::clock_type, std::chrono::system_clock>);
+  static_assert(
+      std::is_same_v<timestamp_clock_t<std::chrono::steady_clock>, std::chrono::system_clock>);
+  static_assert(std::is_same_v<timestamp_clock_t<ManualClock>, ManualClock>);
+  static_assert(std::is_same_v<BasicBudget<Decimal, ManualClock>::event_type,
+                               BasicConsumptionEvent<Decimal, ManualClock>>);
+  const auto before = std::chrono::system_clock::now();
+  Budget run{30s, {Consumption::token(100, "m")}};
+  run.add_consumption(Consumption::token(1, "m"), "a");
+  run.add_consumptions({Consumption::token(2, "m")}, "b");
+  const auto after = std::chrono::system_clock::now();
+  std::vector<ConsumptionEvent> events = run.consumptions(); // the obvious line compiles
+  REQUIRE(events.size() == 2);
+  for (const auto& e : events) {
+    CHECK(e.timestamp() >= before);
+    CHECK(e.timestamp() <= after);
+  }
+  // Deadlines stay on the steady clock.
+  static_assert(std::is_same_v<Budget::time_point, std::chrono::steady_clock::time_point>);
 }

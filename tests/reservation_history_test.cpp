@@ -1074,3 +1074,13 @@ TEST_CASE("double reservations refuse non-finite usage", "[reservation][double]"
   CHECK(r.commit(4.0).ok());
   CHECK(coord.get_budget(a) == 96.0);
 }
+
+TEST_CASE("usage_history returns safeguards::ConsumptionEvent", "[history][types]") {
+  BudgetCoordinator coord(CoordinatorOptions{.history_capacity = 4});
+  AgentId a = coord.create_agent({.name = "a", .initial_budget = 10_d});
+  REQUIRE(coord.try_consume(a, 1_d).ok());
+  std::vector<ConsumptionEvent> history = coord.usage_history(a); // the obvious line compiles
+  REQUIRE(history.size() == 1);
+  CHECK(history[0].consumption() == Consumption::cost(1_d, "consume"));
+  static_assert(std::is_same_v<BudgetCoordinator::ConsumptionEvent, ConsumptionEvent>);
+}

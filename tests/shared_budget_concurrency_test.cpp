@@ -67,3 +67,20 @@ TEST_CASE("children share the parent's limits across threads", "[shared][concurr
   for (const auto& c : children)
     CHECK(c.deadline() <= parent.deadline());
 }
+
+TEST_CASE("try_consume never takes a second matching limit below zero across threads",
+          "[shared][concurrency][overspend]") {
+  // add_consumption charges every matching limit; try_consume must check them all.
+  SharedBudget run{Budget{60s, {Consumption::token(10'000, "m"), Consumption::token(3'000, "m")}}};
+  std::atomic<std::int64_t> granted{0};
+  run_threads([&](int t) {
+    for (int i = 0; i < per_thread; ++i)
+      if (run.try_consume(Consumption::token(1, "m"), fmt::format("thread-{}", t)))
+        granted.fetch_add(1);
+  });
+  CHECK(granted.load() == 3'000);
+  auto left = run.snapshot().remaining_limits();
+  CHECK(left[0].value() == 7'000_d);
+  CHECK(left[1].value() == 0_d);
+  CHECK_FALSE(run.is_expired());
+}

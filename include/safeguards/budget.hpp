@@ -17,6 +17,7 @@
 #include <safeguards/errors.hpp>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -53,6 +54,46 @@ std::string seconds_to_string(Duration d) {
   return Decimal::from_raw(us).to_string() + "s";
 }
 
+// `t + d`, or the clock's last (first) time point when that is beyond its range: a deadline
+// centuries away is "never", not a wrapped time point in the past that expires the budget at
+// birth.
+template <class TimePoint>
+TimePoint saturating_add(TimePoint t, typename TimePoint::duration d) noexcept {
+  using rep = typename TimePoint::rep;
+  if constexpr (std::is_integral_v<rep>) {
+    rep sum{};
+    if (__builtin_add_overflow(t.time_since_epoch().count(), d.count(), &sum))
+      return d.count() > 0 ? TimePoint::max() : TimePoint::min();
+    return TimePoint(typename TimePoint::duration(sum));
+  } else {
+    return t + d;
+  }
+}
+
+// `a - b`, clamped to the duration's range.
+template <class TimePoint>
+typename TimePoint::duration saturating_sub(TimePoint a, TimePoint b) noexcept {
+  using duration = typename TimePoint::duration;
+  using rep = typename duration::rep;
+  if constexpr (std::is_integral_v<rep>) {
+    rep diff{};
+    if (__builtin_sub_overflow(a.time_since_epoch().count(), b.time_since_epoch().count(), &diff))
+      return a > b ? duration::max() : duration::min();
+    return duration(diff);
+  } else {
+    return a - b;
+  }
+}
+
+// Whole seconds as the clock's duration, clamped to its range.
+template <class Duration>
+Duration saturating_seconds(std::int64_t seconds) noexcept {
+  using limit = std::chrono::duration<long double>;
+  if (limit(std::chrono::seconds(seconds)) >= limit(Duration::max()))
+    return Duration::max();
+  return std::chrono::duration_cast<Duration>(std::chrono::seconds(seconds));
+}
+
 } // namespace detail
 
 /// A run budget with council's semantics: a deadline plus a list of limits, each a
@@ -61,9 +102,17 @@ std::string seconds_to_string(Duration d) {
 /// - `add_consumption` subtracts from **every** limit whose unit and kind match and records a
 ///   `ConsumptionEvent`;
 /// - `can_consume` is true when no limit matches, else when the **first** matching limit still
-///   has room (`remaining - value >= 0`); it ignores the deadline;
+///   has room (`remaining - value >= 0`); it ignores the deadline. `can_consume_all` asks every
+///   matching limit, which is what `add_consumption` charges;
 /// - `is_expired` is true past the deadline or when any limit is below zero (a limit used up to
 ///   exactly zero is not expired).
+///
+/// Every change is all or nothing: a consumption that is negative, not finite, or would leave a
+/// limit outside the amount type's range throws and changes nothing. A deadline beyond the
+/// clock's range is the clock's last time point ("never"), not an overflow.
+///
+/// Deadlines run on `C` (`steady_clock` by default); events are stamped by `timestamp_clock_t<C>`
+/// (wall time for `steady_clock`), so `Budget::event_type` is `ConsumptionEvent`.
 ///
 /// Not thread-safe; share one run budget between threads through `SharedBudget`.
 ///
@@ -81,32 +130,32 @@ public:
   using duration = typename C::duration;
   using time_point = typename C::time_point;
   using consumption_type = BasicConsumption<Amount>;
-  using event_type = BasicConsumptionEvent<Amount, C>;
+  /// The clock events are stamped with.
+  using event_clock = timestamp_clock_t<C>;
+  using event_type = BasicConsumptionEvent<Amount, event_clock>;
 
-  /// Deadline = now + `run_for`. Given `consumptions` are recorded and applied to the limits.
-  /// A negative duration or a negative limit throws `InvalidArgument`.
+  /// Deadline = now + `run_for` (the clock's last time point if that is beyond its range). Given
+  /// `consumptions` are recorded and applied to the limits. A negative duration, a negative or
+  /// non-finite limit, or a negative or non-finite consumption throws `InvalidArgument`.
   BasicBudget(duration run_for, std::vector<consumption_type> limits = {},
               std::vector<event_type> consumptions = {}, C clock = C{})
-      : clock_(std::move(clock)), duration_(run_for), deadline_(clock_.now() + run_for),
-        limits_(std::move(limits)), remaining_(limits_) {
-    if (run_for < duration::zero())
-      throw InvalidArgument(fmt::format("safeguards: budget duration must not be negative, got {}",
-                                        detail::seconds_to_string(run_for)));
-    for (const auto& limit : limits_)
-      if (limit.value() < amount_zero<Amount>())
-        throw InvalidArgument(
-            fmt::format("safeguards: budget limit must not be negative, got {}", limit));
-    for (auto& event : consumptions)
-      apply(event.consumption());
+      : BasicBudget(unchecked, run_for, std::move(limits), std::move(clock)) {
+    validate(run_for, limits_);
+    auto next = remaining_;
+    for (const auto& event : consumptions) {
+      validate_consumption(event.consumption());
+      apply(next, event.consumption());
+    }
+    remaining_.swap(next);
     consumptions_ = std::move(consumptions);
   }
 
   /// 30 seconds and no limits; `SAFEGUARDS_DEFAULT_BUDGET` (whole seconds) overrides the 30.
   /// A malformed value throws `ConfigError` naming it.
   static BasicBudget default_budget(C clock = C{}) {
-    return BasicBudget(std::chrono::duration_cast<duration>(
-                           std::chrono::seconds(detail::default_budget_seconds_from_env())),
-                       {}, {}, std::move(clock));
+    return BasicBudget(
+        detail::saturating_seconds<duration>(detail::default_budget_seconds_from_env()), {}, {},
+        std::move(clock));
   }
 
   /// Past the deadline, or some limit below zero.
@@ -117,38 +166,60 @@ public:
                        [](const auto& l) { return l.value() < amount_zero<Amount>(); });
   }
 
-  /// True when no limit matches, else when the first matching limit can still take `c`.
+  /// council's rule: true when no limit matches, else when the first matching limit can still
+  /// take `c`.
   bool can_consume(const consumption_type& c) const {
     for (const auto& limit : remaining_)
       if (limit.matches(c))
-        return !(amount_traits<Amount>::sub(limit.value(), c.value()) < amount_zero<Amount>());
+        return fits(limit, c);
     return true;
   }
 
-  /// Records `c` from `source` and subtracts it from every matching limit. A negative value
-  /// throws `InvalidArgument` (council would silently add budget back).
+  /// True when every matching limit can still take `c` (and when none matches):
+  /// `add_consumption(c)` would then leave no limit below zero.
+  bool can_consume_all(const consumption_type& c) const {
+    return std::all_of(remaining_.begin(), remaining_.end(), [&](const consumption_type& limit) {
+      return !limit.matches(c) || fits(limit, c);
+    });
+  }
+
+  /// Records `c` from `source` and subtracts it from every matching limit. A negative or
+  /// non-finite value throws `InvalidArgument` (council would silently add budget back); a limit
+  /// the amount type cannot hold throws `AmountOverflow`. Either way nothing changes.
   void add_consumption(const consumption_type& c, std::string source) {
-    if (c.value() < amount_zero<Amount>())
-      throw InvalidArgument(fmt::format("safeguards: cannot consume a negative amount: {}", c));
-    apply(c);
-    consumptions_.emplace_back(c, std::move(source), clock_.now());
+    validate_consumption(c);
+    auto next = remaining_;
+    apply(next, c);
+    consumptions_.emplace_back(c, std::move(source), stamp_clock_.now());
+    remaining_.swap(next); // nothing after the event was recorded can throw
   }
 
-  /// `add_consumption` for each, all from `source`. Validated first: all or nothing.
+  /// `add_consumption` for each, all from `source`. All or nothing: when any of them is refused
+  /// (negative, not finite, or overflowing a limit) none is recorded or applied.
   void add_consumptions(const std::vector<consumption_type>& cs, const std::string& source) {
-    for (const auto& c : cs)
-      if (c.value() < amount_zero<Amount>())
-        throw InvalidArgument(fmt::format("safeguards: cannot consume a negative amount: {}", c));
-    for (const auto& c : cs)
-      add_consumption(c, source);
+    auto next = remaining_;
+    std::vector<event_type> events;
+    events.reserve(cs.size());
+    const auto now = stamp_clock_.now();
+    for (const auto& c : cs) {
+      validate_consumption(c);
+      apply(next, c);
+      events.emplace_back(c, source, now);
+    }
+    consumptions_.reserve(consumptions_.size() + events.size());
+    // Nothing below throws: the capacity is there and events move without allocating.
+    consumptions_.insert(consumptions_.end(), std::make_move_iterator(events.begin()),
+                         std::make_move_iterator(events.end()));
+    remaining_.swap(next);
   }
 
-  /// A new budget with the time left (never negative) and the remaining limits.
-  BasicBudget remaining() const { return BasicBudget(time_left(), remaining_, {}, clock_); }
+  /// A new budget with the time left (never negative) and the remaining limits, as council's
+  /// `remaining()`: a limit already below zero stays below zero, so the result is expired too.
+  BasicBudget remaining() const { return BasicBudget(unchecked, time_left(), remaining_, clock_); }
 
   /// Time until the deadline, zero once it has passed.
   duration time_left() const {
-    auto left = deadline_ - clock_.now();
+    auto left = detail::saturating_sub(deadline_, clock_.now());
     return left < duration::zero() ? duration::zero() : left;
   }
 
@@ -164,13 +235,53 @@ public:
   const C& clock() const noexcept { return clock_; }
 
 private:
-  void apply(const consumption_type& c) {
-    for (auto& limit : remaining_)
+  template <BudgetAmount, Clock>
+  friend class BasicSharedBudget;
+
+  // Limits are taken as they are: `remaining()` hands on limits that may be below zero.
+  struct Unchecked {};
+  static constexpr Unchecked unchecked{};
+  BasicBudget(Unchecked, duration run_for, std::vector<consumption_type> limits, C clock)
+      : clock_(std::move(clock)), stamp_clock_(make_stamp_clock(clock_)), duration_(run_for),
+        deadline_(detail::saturating_add(clock_.now(), run_for)), limits_(std::move(limits)),
+        remaining_(limits_) {}
+
+  static void validate(duration run_for, const std::vector<consumption_type>& limits) {
+    if (run_for < duration::zero())
+      throw InvalidArgument(fmt::format("safeguards: budget duration must not be negative, got {}",
+                                        detail::seconds_to_string(run_for)));
+    for (const auto& limit : limits)
+      if (limit.value() < amount_zero<Amount>() || !amount_is_finite(limit.value()))
+        throw InvalidArgument(fmt::format(
+            "safeguards: a budget limit must be a finite amount of at least zero, got {}", limit));
+  }
+
+  static event_clock make_stamp_clock(const C& clock) {
+    if constexpr (std::is_same_v<event_clock, C>)
+      return clock;
+    else
+      return event_clock{};
+  }
+
+  static void validate_consumption(const consumption_type& c) {
+    if (c.value() < amount_zero<Amount>() || !amount_is_finite(c.value()))
+      throw InvalidArgument(
+          fmt::format("safeguards: cannot consume a negative or non-finite amount: {}", c));
+  }
+
+  static bool fits(const consumption_type& limit, const consumption_type& c) {
+    // limit - value >= 0, without the subtraction that could overflow.
+    return !(limit.value() < c.value());
+  }
+
+  static void apply(std::vector<consumption_type>& limits, const consumption_type& c) {
+    for (auto& limit : limits)
       if (limit.matches(c))
         limit = limit.with_value(amount_traits<Amount>::sub(limit.value(), c.value()));
   }
 
   C clock_;
+  event_clock stamp_clock_;
   duration duration_;
   time_point deadline_;
   std::vector<consumption_type> limits_;
@@ -207,10 +318,16 @@ public:
   explicit BasicSharedBudget(budget_type budget)
       : deadline_(budget.deadline()), state_(std::make_shared<State>(std::move(budget))) {}
 
-  /// Consumes `c` only if `can_consume(c)`; both in one critical section.
+  /// Consumes `c` only if every matching limit can take it (`can_consume_all`), checked and
+  /// consumed in one critical section, so no branch can take any limit below zero through it.
+  ///
+  /// This is deliberately not council's `can_consume`, which looks at the first matching limit
+  /// only: `add_consumption` charges every matching limit, so with limits of 1000 and 500 tokens
+  /// of one kind, the first-match check would let ten consumes of 100 through and leave the
+  /// second limit at -500. `can_consume` keeps council's rule for code that asks it directly.
   bool try_consume(const consumption_type& c, std::string source) {
     std::lock_guard lock(state_->mutex);
-    if (!state_->budget.can_consume(c))
+    if (!state_->budget.can_consume_all(c))
       return false;
     state_->budget.add_consumption(c, std::move(source));
     return true;
@@ -226,9 +343,15 @@ public:
     state_->budget.add_consumptions(cs, source);
   }
 
+  /// council's first-match rule; see `try_consume` for why that one asks every limit.
   bool can_consume(const consumption_type& c) const {
     std::lock_guard lock(state_->mutex);
     return state_->budget.can_consume(c);
+  }
+
+  bool can_consume_all(const consumption_type& c) const {
+    std::lock_guard lock(state_->mutex);
+    return state_->budget.can_consume_all(c);
   }
 
   /// Past this handle's deadline, or some shared limit below zero.
@@ -237,13 +360,14 @@ public:
     return deadline_ < state_->budget.clock().now() || state_->budget.is_expired();
   }
 
-  /// A plain budget with this handle's time left and the shared limits as they stand.
+  /// A plain budget with this handle's time left and the shared limits as they stand (below
+  /// zero, if one is: the result is then expired, as council's `remaining()` is).
   budget_type remaining() const {
     std::lock_guard lock(state_->mutex);
     const auto& b = state_->budget;
-    auto left = deadline_ - b.clock().now();
-    return budget_type(left < duration::zero() ? duration::zero() : left, b.remaining_limits(), {},
-                       b.clock());
+    auto left = detail::saturating_sub(deadline_, b.clock().now());
+    return budget_type(budget_type::unchecked, left < duration::zero() ? duration::zero() : left,
+                       b.remaining_limits(), b.clock());
   }
 
   /// A copy of the shared budget as it stands (limits, events, the parent's deadline).
@@ -253,9 +377,13 @@ public:
   }
 
   /// A handle on the same limits whose deadline is `now + d`, or this one's if that is earlier.
+  /// A negative `d` throws `InvalidArgument`, as it does for a `Budget`.
   BasicSharedBudget child(duration d) const {
+    if (d < duration::zero())
+      throw InvalidArgument(fmt::format("safeguards: budget duration must not be negative, got {}",
+                                        detail::seconds_to_string(d)));
     BasicSharedBudget c(*this);
-    auto proposed = state_->budget.clock().now() + d;
+    auto proposed = detail::saturating_add(state_->budget.clock().now(), d);
     c.deadline_ = std::min(deadline_, proposed);
     return c;
   }

@@ -73,6 +73,27 @@ private:
   std::shared_ptr<std::atomic<rep>> now_;
 };
 
+/// The clock that stamps records (consumption events) made by something that measures deadlines
+/// on `C`:
+/// - `std::chrono::steady_clock` -> `std::chrono::system_clock`. A steady time point means
+///   nothing to a person and nothing after a reboot, so records carry wall time, while the
+///   deadlines themselves stay on the steady clock, which never jumps.
+/// - any other clock -> `C` itself: `ManualClock` stamps with the time a test moves, and
+///   `system_clock` is wall time already.
+///
+/// So the default `Budget` (deadlines on `steady_clock`) records the same `ConsumptionEvent` type,
+/// stamped with `system_clock`, as the default `BudgetCoordinator`'s usage history.
+template <Clock C>
+struct timestamp_clock {
+  using type = C;
+};
+template <>
+struct timestamp_clock<std::chrono::steady_clock> {
+  using type = std::chrono::system_clock;
+};
+template <Clock C>
+using timestamp_clock_t = typename timestamp_clock<C>::type;
+
 static_assert(Clock<ManualClock>);
 static_assert(Clock<std::chrono::steady_clock>);
 static_assert(Clock<std::chrono::system_clock>);

@@ -77,8 +77,9 @@ private:
   std::string kind_;
 };
 
-/// A consumption as it happened: what, from which source, and when (by `Clock`).
-template <BudgetAmount Amount = Decimal, Clock C = std::chrono::steady_clock>
+/// A consumption as it happened: what, from which source, and when (by `Clock`: wall time by
+/// default, like every record the library makes; see `timestamp_clock`).
+template <BudgetAmount Amount = Decimal, Clock C = std::chrono::system_clock>
 class BasicConsumptionEvent {
 public:
   using amount_type = Amount;
