@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <safeguards/big_decimal.hpp>
 #include <safeguards/amount.hpp>
 #include <stdexcept>
 #include <string>

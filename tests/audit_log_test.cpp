@@ -20,6 +20,7 @@
 #include <optional>
 #include <pthread.h>
 #include <random>
+#include <safeguards/audit_file.hpp>
 #include <safeguards/safeguards.hpp>
 #include <sstream>
 #include <stdlib.h>

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <limits>
 #include <optional>
+#include <safeguards/big_decimal.hpp>
 #include <safeguards/budget.hpp>
 #include <string>
 #include <type_traits>

@@ -15,6 +15,7 @@
 #include <latch>
 #include <mutex>
 #include <random>
+#include <safeguards/big_decimal.hpp>
 #include <safeguards/coordinator.hpp>
 #include <string>
 #include <thread>

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <safeguards/audit_file.hpp>
 #include <safeguards/safeguards.hpp>
 #include <string>
 #include <unistd.h>

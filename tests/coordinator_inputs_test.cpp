@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <cstdint>
 #include <limits>
+#include <safeguards/big_decimal.hpp>
 #include <safeguards/safeguards.hpp>
 #include <stdexcept>
 #include <string>

@@ -2,6 +2,7 @@
 // coordinator running on a ledger of the user's own.
 #include <catch2/catch.hpp>
 #include <cstdint>
+#include <safeguards/big_decimal.hpp>
 #include <safeguards/coordinator.hpp>
 #include <safeguards/ledger.hpp>
 
@@ -20,6 +21,7 @@ static_assert(!InMemoryLedger<BigDecimal>::is_lock_free());
 static_assert(!InMemoryLedger<double>::is_lock_free());
 static_assert(Ledger<InMemoryLedger<std::int64_t>>);
 static_assert(Ledger<InMemoryLedger<double>>);
+static_assert(Ledger<InMemoryLedger<BigDecimal>>);
 static_assert(!Ledger<int>);
 
 TEMPLATE_TEST_CASE("ledger debits refuse to cross zero", "[ledger]", Decimal, std::int64_t,

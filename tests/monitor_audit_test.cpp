@@ -9,6 +9,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <safeguards/audit_file.hpp>
 #include <safeguards/safeguards.hpp>
 #include <stdexcept>
 #include <string>

@@ -8,6 +8,7 @@
 #include <limits>
 #include <memory>
 #include <ostream>
+#include <safeguards/big_decimal.hpp>
 #include <safeguards/safeguards.hpp>
 #include <string>
 #include <type_traits>

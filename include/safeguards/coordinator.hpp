@@ -21,15 +21,23 @@
 #include <safeguards/amount.hpp>
 #include <safeguards/audit.hpp>
 #include <safeguards/clock.hpp>
+#include <safeguards/consume_result.hpp>
 #include <safeguards/consumption.hpp>
+#include <safeguards/coordinator_types.hpp>
+#include <safeguards/detail/agent_state.hpp>
 #include <safeguards/detail/in_order_delivery.hpp>
+#include <safeguards/detail/monitor_dispatch.hpp>
+#include <safeguards/detail/monitor_registry.hpp>
 #include <safeguards/detail/serial_notifier.hpp>
 #include <safeguards/detail/shared_slot.hpp>
 #include <safeguards/detail/slot_table.hpp>
+#include <safeguards/detail/subscribers.hpp>
+#include <safeguards/detail/validation.hpp>
 #include <safeguards/errors.hpp>
 #include <safeguards/ids.hpp>
 #include <safeguards/ledger.hpp>
 #include <safeguards/monitor.hpp>
+#include <safeguards/reservation.hpp>
 #include <safeguards/subscription.hpp>
 #include <safeguards/violation.hpp>
 #include <shared_mutex>
@@ -40,155 +48,6 @@
 
 namespace safeguards {
 inline namespace v1 {
-
-/// Free-form string metadata of an agent or pool.
-using Metadata = std::map<std::string, std::string>;
-
-/// Lowest and highest priority; 10 is the most important.
-inline constexpr int min_priority = 1;
-inline constexpr int max_priority = 10;
-
-/// What `create_pool` needs. Field order is fixed: designated initializers depend on it.
-template <BudgetAmount Amount = Decimal>
-struct BasicPoolSpec {
-  std::string name;
-  Amount initial_budget{};
-  int priority = 5;
-  Metadata metadata{};
-};
-
-/// What `create_agent` needs. Without `pool` the agent gets an implicit pool of its own holding
-/// exactly its initial budget. Field order is fixed: designated initializers depend on it.
-template <BudgetAmount Amount = Decimal>
-struct BasicAgentSpec {
-  std::string name;
-  Amount initial_budget{};
-  int priority = 5;
-  std::optional<PoolId> pool{};
-  Metadata metadata{};
-};
-
-using PoolSpec = BasicPoolSpec<Decimal>;
-using AgentSpec = BasicAgentSpec<Decimal>;
-
-/// An agent's numbers. `initial_budget` is everything the agent has been given (creation plus
-/// updates and grants), so `initial == used + reserved + remaining` at quiescent points.
-template <BudgetAmount Amount = Decimal>
-struct BasicAgentMetrics {
-  AgentId id;
-  std::string name;
-  PoolId pool;
-  int priority = 0;
-  Amount initial_budget{};
-  Amount used_budget{};
-  Amount reserved_budget{};
-  Amount remaining_budget{};
-  /// Usage that commits reported beyond what the account could pay (never charged).
-  Amount overspent_budget{};
-  std::uint64_t consumption_count = 0;
-  /// Used budget per second since the agent was created (for display; not exact).
-  double consumption_rate = 0;
-};
-
-/// A pool's numbers. `remaining = unallocated + Σ agent remaining`, so a pool is charged as its
-/// agents spend, and `initial == unallocated + allocated` at quiescent points.
-template <BudgetAmount Amount = Decimal>
-struct BasicPoolMetrics {
-  PoolId id;
-  std::string name;
-  int priority = 0;
-  /// True for the pool an agent created without `.pool` got for itself.
-  bool implicit = false;
-  Amount initial_budget{};
-  Amount unallocated_budget{};
-  Amount allocated_budget{};
-  Amount used_budget{};
-  Amount reserved_budget{};
-  Amount remaining_budget{};
-  std::size_t agent_count = 0;
-  /// Used budget per second since the pool was created (for display; not exact).
-  double consumption_rate = 0;
-};
-
-using AgentMetrics = BasicAgentMetrics<Decimal>;
-using PoolMetrics = BasicPoolMetrics<Decimal>;
-
-/// Why a consume, reserve or commit did or did not happen.
-enum class ConsumeStatus : std::uint8_t {
-  ok,
-  insufficient,      ///< the agent's remaining budget cannot cover the amount
-  denied_by_monitor, ///< a monitor vetoed it (or threw, which counts as a veto)
-  unknown_agent,     ///< no such agent, or it was removed
-  invalid_amount,    ///< zero, negative or not a number
-  reentrant_call,    ///< a monitor spent from an agent whose monitors this thread is running
-  not_active,        ///< the reservation was already settled, released or never granted
-  would_deadlock     ///< a monitor spent from an agent whose monitors run on another thread
-                     ///< that is waiting for this one; nothing changed
-};
-
-constexpr std::string_view to_string(ConsumeStatus s) noexcept {
-  switch (s) {
-  case ConsumeStatus::ok:
-    return "ok";
-  case ConsumeStatus::insufficient:
-    return "insufficient";
-  case ConsumeStatus::denied_by_monitor:
-    return "denied by monitor";
-  case ConsumeStatus::unknown_agent:
-    return "unknown agent";
-  case ConsumeStatus::invalid_amount:
-    return "invalid amount";
-  case ConsumeStatus::reentrant_call:
-    return "reentrant call";
-  case ConsumeStatus::not_active:
-    return "not active";
-  case ConsumeStatus::would_deadlock:
-    return "would deadlock";
-  }
-  return "unknown";
-}
-
-/// The hot path's answer: a status, never an exception. Ignoring it ignores a refusal, so the
-/// compiler warns when it is dropped.
-class [[nodiscard]] ConsumeResult {
-public:
-  constexpr ConsumeResult(ConsumeStatus status = ConsumeStatus::ok) noexcept : status_(status) {}
-  constexpr bool ok() const noexcept { return status_ == ConsumeStatus::ok; }
-  constexpr explicit operator bool() const noexcept { return ok(); }
-  constexpr ConsumeStatus status() const noexcept { return status_; }
-  friend constexpr bool operator==(ConsumeResult, ConsumeResult) noexcept = default;
-
-private:
-  ConsumeStatus status_;
-};
-
-/// What `Reservation::commit` did. A commit that was refused (`invalid_amount`, `not_active`)
-/// settled nothing, so the compiler warns when the result is dropped; write
-/// `std::ignore = r.commit(x);` where that is really meant.
-template <BudgetAmount Amount = Decimal>
-struct [[nodiscard]] BasicCommitResult {
-  ConsumeStatus status = ConsumeStatus::ok;
-  Amount charged{};   ///< moved to used by this call
-  Amount refunded{};  ///< returned from the reservation to the agent (or its pool)
-  Amount overspent{}; ///< actual usage nobody could pay; reported as an `Overspend` violation
-  bool ok() const noexcept { return status == ConsumeStatus::ok; }
-};
-
-/// Tag for `add_monitor(all_agents, ...)`: every agent, present and future.
-struct AllAgents {};
-inline constexpr AllAgents all_agents{};
-
-/// Tuning that does not change semantics.
-struct CoordinatorOptions {
-  /// Usage events kept per agent for `usage_history`. Zero turns history off, and with it the
-  /// clock read and short per-agent lock it costs each consume.
-  std::size_t history_capacity = 0;
-  /// The unit `usage_history` reports amounts in.
-  std::string unit = std::string(units::usd);
-};
-
-template <class Coordinator>
-class BasicReservation;
 
 /// The object an agent runtime creates once: pools of money ranked by priority, agents drawing
 /// from them from many threads at once, monitors, violations and an audit trail.
@@ -215,9 +74,6 @@ template <BudgetAmount Amount = Decimal, class AllocationPolicy = FixedAllocatio
           Clock C = std::chrono::system_clock, Ledger L = InMemoryLedger<Amount>>
 requires std::same_as<typename L::amount_type, Amount>
 class BasicBudgetCoordinator {
-  struct AgentState;
-  struct PoolState;
-
 public:
   using amount_type = Amount;
   using clock_type = C;
@@ -262,14 +118,14 @@ public:
       }
     }
     {
-      decltype(registrations_) registrations;
+      Registry registrations; // dropped here, unlocked
       {
         std::unique_lock lock(mutex_);
-        registrations.swap(registrations_);
+        registrations = registry_.take_all();
       }
     }
-    violation_sinks_.store(nullptr);
-    audit_sinks_.store(nullptr);
+    violation_sinks_.clear();
+    audit_sinks_.clear();
     alive_.reset();
     // A live Reservation would point into this coordinator after it is gone.
     assert(open_reservations() == 0 && "a Reservation outlived its BudgetCoordinator");
@@ -286,9 +142,10 @@ public:
   /// Creates a pool. Throws `InvalidArgument` (empty name, negative or non-finite budget),
   /// `InvalidPriority` or `DuplicateName`.
   PoolId create_pool(PoolSpec spec) {
-    validate_name(spec.name, "pool");
-    validate_priority(spec.priority, spec.name);
-    validate_non_negative(spec.initial_budget, "initial_budget of pool \"" + spec.name + "\"");
+    detail::validate_name(spec.name, "pool");
+    detail::validate_priority(spec.priority, spec.name);
+    detail::validate_non_negative(spec.initial_budget,
+                                  "initial_budget of pool \"" + spec.name + "\"");
     std::unique_lock lock(mutex_);
     if (pool_names_.contains(spec.name))
       throw DuplicateName(fmt::format("safeguards: a pool named \"{}\" already exists", spec.name));
@@ -300,14 +157,15 @@ public:
   /// unknown pool (`UnknownPool`), pool cannot cover the budget (`PoolExhausted`), bad name,
   /// priority or budget, or a ledger that cannot open the account (its exception passes through).
   AgentId create_agent(AgentSpec spec) {
-    validate_name(spec.name, "agent");
-    validate_priority(spec.priority, spec.name);
-    validate_non_negative(spec.initial_budget, "initial_budget of agent \"" + spec.name + "\"");
+    detail::validate_name(spec.name, "agent");
+    detail::validate_priority(spec.priority, spec.name);
+    detail::validate_non_negative(spec.initial_budget,
+                                  "initial_budget of agent \"" + spec.name + "\"");
     // Allocated up front, so that nothing can fail once the agent is visible.
     std::list<BudgetChange> record(1);
     record.front().reason = "agent created";
     record.front().agent_name = spec.name;
-    auto history = std::vector<HistoryRecord>(options_.history_capacity);
+    History history(options_.history_capacity);
     AgentId id;
     {
       std::unique_lock lock(mutex_);
@@ -328,10 +186,8 @@ public:
                         implicit_pool_name(spec.name)));
       }
       auto monitors = std::make_shared<MonitorList>();
-      for (const auto& [reg_id, reg] : registrations_)
-        if (reg.scope == Scope::all ||
-            (pool && reg.scope == Scope::pool && reg.target == pool->id.value()))
-          monitors->push_back(reg.entry);
+      registry_.for_each_covering(AgentId(agents_.size() + 1), pool ? pool->id : PoolId(),
+                                  [&](const auto& entry) { monitors->push_back(entry); });
 
       id = AgentId(agents_.size() + 1);
       auto& a = agents_.emplace_back();
@@ -485,7 +341,7 @@ public:
   void set_priority(AgentId agent, int priority) {
     std::unique_lock lock(mutex_);
     auto& a = live_agent_locked(agent);
-    validate_priority(priority, a.name);
+    detail::validate_priority(priority, a.name);
     a.priority = priority;
   }
 
@@ -497,7 +353,7 @@ public:
   void set_pool_priority(PoolId pool, int priority) {
     std::unique_lock lock(mutex_);
     auto* p = find_pool_locked(pool);
-    validate_priority(priority, p->name);
+    detail::validate_priority(priority, p->name);
     p->priority = priority;
   }
 
@@ -565,7 +421,7 @@ public:
   /// unallocated budget (`PoolExhausted` when it cannot cover it; nothing changes), a decrease
   /// goes back to it. Audited with `reason`.
   void update_budget(AgentId agent, const Amount& new_budget, std::string reason) {
-    validate_non_negative(new_budget, "new budget");
+    detail::validate_non_negative(new_budget, "new budget");
     std::list<BudgetChange> record(1);
     record.front().reason = std::move(reason);
     {
@@ -599,7 +455,7 @@ public:
   /// Moves `amount` of remaining budget from one agent to another of the same pool. Throws
   /// `BudgetExceeded` when `from` cannot cover it (nothing moves).
   void transfer(AgentId from, AgentId to, const Amount& amount, std::string reason) {
-    validate_positive(amount, "transfer amount");
+    detail::validate_positive(amount, "transfer amount");
     std::list<BudgetChange> records(2);
     records.front().reason = reason;
     records.back().reason = std::move(reason);
@@ -659,7 +515,7 @@ public:
     auto status = ledger_.debit(a->account, amount);
     if (status == LedgerStatus::ok)
       count_charge(*a);
-    return to_consume_status(status);
+    return detail::to_consume_status(status);
   }
   template <class T>
   requires(!AmountArgument<T, Amount>) ConsumeResult try_consume(AgentId, const T&)
@@ -704,7 +560,7 @@ public:
     }
     ConsumeResult result = a->monitor_count.load(std::memory_order_acquire) != 0
                                ? change_slow(*a, UsageKind::reserve, estimate)
-                               : to_consume_status(ledger_.reserve(a->account, estimate));
+                               : detail::to_consume_status(ledger_.reserve(a->account, estimate));
     r.status_ = result.status();
     if (result.ok()) {
       r.agent_ = a;
@@ -776,16 +632,11 @@ public:
       name = a->name;
     }
     std::vector<ConsumptionEvent> out;
-    std::lock_guard lock(a->history_mutex);
-    const std::size_t cap = a->history.size();
-    for (std::size_t i = 0; i < a->history_size; ++i) {
-      const auto& rec = a->history[(a->history_next + cap - a->history_size + i) % cap];
-      if (rec.at < from || to < rec.at)
-        continue;
+    a->history.for_each(from, to, [&](const typename History::Record& rec) {
       out.emplace_back(
           BasicConsumption<Amount>(rec.amount, options_.unit, std::string(to_string(rec.kind))),
           name, rec.at);
-    }
+    });
     return out;
   }
 
@@ -795,28 +646,28 @@ public:
   template <class M>
   requires Monitor<M, UsageEvent, const ViolationReporter>
   [[nodiscard]] MonitorHandle add_monitor(AgentId agent, M monitor) {
-    return register_monitor(Scope::agent, agent.value(), std::move(monitor));
+    return register_monitor(Registry::Scope::agent, agent.value(), std::move(monitor));
   }
 
   /// Watches every agent of a pool, present and future.
   template <class M>
   requires Monitor<M, UsageEvent, const ViolationReporter>
   [[nodiscard]] MonitorHandle add_monitor(PoolId pool, M monitor) {
-    return register_monitor(Scope::pool, pool.value(), std::move(monitor));
+    return register_monitor(Registry::Scope::pool, pool.value(), std::move(monitor));
   }
 
   /// Watches every agent, present and future.
   template <class M>
   requires Monitor<M, UsageEvent, const ViolationReporter>
   [[nodiscard]] MonitorHandle add_monitor(AllAgents, M monitor) {
-    return register_monitor(Scope::all, 0, std::move(monitor));
+    return register_monitor(Registry::Scope::all, 0, std::move(monitor));
   }
 
   /// Receives every violation any monitor or the coordinator reports.
   template <class F>
   requires std::invocable<F&, const Violation&>
   [[nodiscard]] SinkHandle add_violation_sink(F sink) {
-    return add_sink(violation_sinks_, std::function<void(const Violation&)>(std::move(sink)));
+    return add_sink(violation_sinks_, std::move(sink));
   }
 
   /// Receives every budget change (creation, update, transfer, removal, ...), one at a time and
@@ -827,7 +678,7 @@ public:
   template <class F>
   requires std::invocable<F&, const BudgetChange&>
   [[nodiscard]] SinkHandle add_audit_sink(F sink) {
-    return add_sink(audit_sinks_, std::function<void(const BudgetChange&)>(std::move(sink)));
+    return add_sink(audit_sinks_, std::move(sink));
   }
 
   /// How many times a sink threw. Such failures never affect balances.
@@ -869,105 +720,18 @@ private:
   friend class BasicReservation<BasicBudgetCoordinator>;
   using traits = amount_traits<Amount>;
   using MonitorFns = detail::MonitorEntry<UsageEvent, const ViolationReporter>;
-  using MonitorList = std::vector<std::shared_ptr<const MonitorFns>>;
-  using Turn = detail::SerialNotifier<UsageEvent>;
-
-  enum class Scope : std::uint8_t { agent, pool, all };
-  struct Registration {
-    Scope scope;
-    std::uint64_t target;
-    std::shared_ptr<const MonitorFns> entry;
-  };
-
-  struct HistoryRecord {
-    Amount amount{};
-    UsageKind kind = UsageKind::consume;
-    time_point at{};
-  };
-
-  struct AgentState {
-    typename L::handle_type account{};
-    AgentId id;
-    PoolId pool;
-    std::atomic<std::uint32_t> monitor_count{0};
-    std::atomic<std::uint64_t> consume_count{0}; // unused when the ledger counts charges
-    detail::SharedSlot<MonitorList> monitors;    // not atomic<shared_ptr>: see shared_slot.hpp
-    // The agent's turn: held across veto check and change, and by whoever delivers its events,
-    // so observers see one agent's changes once and in order. Monitors run while it is held: it
-    // is never taken while holding `mutex_`.
-    Turn turn;
-    // Leaf locks: nothing else is acquired and no user code runs while they are held.
-    mutable std::mutex history_mutex;
-    std::vector<HistoryRecord> history;
-    std::size_t history_next = 0;
-    std::size_t history_size = 0;
-    mutable std::mutex stats_mutex;
-    Amount overspent{};
-    // Set before the agent is published and never changed after, so reporters read it unlocked.
-    std::string name;
-    // Guarded by the coordinator's `mutex_`.
-    int priority = 0;
-    Metadata metadata;
-    std::any user_data;
-    time_point created{};
-    Amount allocated{};
-    bool removed = false;
-    // Reservations not yet settled or released, for the destructor's debug check. Per agent and
-    // on a line of its own: one coordinator-wide counter made reservations on different agents
-    // contend (2 threads on 2 agents: 98 ns per reserve+commit instead of 37 ns).
-    alignas(detail::cache_line) std::atomic<std::size_t> open_reservations{0};
-  };
-
-  struct PoolState {
-    PoolId id;
-    std::string name;
-    int priority = 0;
-    Metadata metadata;
-    bool implicit = false;
-    Amount initial{};
-    Amount unallocated{};
-    std::vector<AgentId> agents; // removed ones too: their usage stays in the pool
-    time_point created{};
-  };
-
-  // A registered sink. Lists hold pointers, so changing a list never copies the user's sink, and
-  // `active` is cleared first when it is removed, so a removal that cannot finish still stops it.
-  template <class Fn>
-  struct SinkEntry {
-    explicit SinkEntry(Fn f) : fn(std::move(f)) {}
-    Fn fn;
-    mutable std::atomic<bool> active{true};
-  };
-  template <class Fn>
-  using SinkList = std::vector<std::shared_ptr<const SinkEntry<Fn>>>;
+  using AgentState = detail::AgentState<Amount, L, time_point, UsageEvent, MonitorFns>;
+  using PoolState = detail::PoolState<Amount, time_point>;
+  using MonitorList = typename AgentState::MonitorList;
+  using Turn = typename AgentState::Turn;
+  using History = detail::UsageHistory<Amount, time_point>;
+  using Registry = detail::MonitorRegistry<MonitorFns>;
+  template <class Record>
+  using Sinks = detail::Subscribers<std::function<void(const Record&)>>;
 
   static Amount zero() { return amount_zero<Amount>(); }
 
-  // Positive and finite; NaN fails the first test, infinities the second.
-  static bool valid_amount(const Amount& value) noexcept {
-    return zero() < value && amount_is_finite(value);
-  }
-
-  static void validate_name(const std::string& name, const char* what) {
-    if (name.empty())
-      throw InvalidArgument(fmt::format("safeguards: a {} needs a non-empty name", what));
-  }
-  static void validate_priority(int priority, const std::string& name) {
-    if (priority < min_priority || priority > max_priority)
-      throw InvalidPriority(fmt::format("safeguards: priority {} of \"{}\" is outside {}..{}",
-                                        priority, name, min_priority, max_priority));
-  }
-  static void validate_non_negative(const Amount& value, const std::string& what) {
-    if (!(zero() <= value) || !amount_is_finite(value))
-      throw InvalidArgument(fmt::format("safeguards: {} must be a finite amount of at least zero, "
-                                        "got {}",
-                                        what, amount_to_string(value)));
-  }
-  static void validate_positive(const Amount& value, const std::string& what) {
-    if (!valid_amount(value))
-      throw InvalidArgument(fmt::format("safeguards: {} must be positive and finite, got {}", what,
-                                        amount_to_string(value)));
-  }
+  static bool valid_amount(const Amount& value) noexcept { return detail::valid_amount(value); }
   [[noreturn]] static void throw_unknown_agent(AgentId agent) {
     throw UnknownAgent(fmt::format("safeguards: unknown agent {}", agent));
   }
@@ -988,18 +752,6 @@ private:
       throw BudgetExceeded(fmt::format("safeguards: {} cannot {} {}: {}", agent, what,
                                        amount_to_string(amount), to_string(status)));
     }
-  }
-
-  static ConsumeStatus to_consume_status(LedgerStatus s) noexcept {
-    switch (s) {
-    case LedgerStatus::ok:
-      return ConsumeStatus::ok;
-    case LedgerStatus::insufficient:
-      return ConsumeStatus::insufficient;
-    case LedgerStatus::closed:
-      return ConsumeStatus::unknown_agent;
-    }
-    return ConsumeStatus::unknown_agent;
   }
 
   // The usage a commit reports nobody could pay is a statistic: past the amount type's range it
@@ -1168,24 +920,12 @@ private:
     return ViolationReporter(deliver_, a.id, a.name, now);
   }
 
-  void record_history(AgentState& a, const Amount& amount, UsageKind kind,
-                      time_point now) noexcept {
-    // The ring's size is fixed before the agent is published, so it is read without the lock:
-    // with history off, monitored consumes no longer lock and unlock for nothing.
-    const std::size_t cap = a.history.size();
-    if (cap == 0)
-      return;
-    std::lock_guard lock(a.history_mutex);
-    a.history[a.history_next] = {amount, kind, now};
-    a.history_next = (a.history_next + 1) % cap;
-    a.history_size = std::min(a.history_size + 1, cap);
-  }
-
   // Hands an agent's queued events to its observers; run by whoever holds the agent's turn.
   auto deliver_for(AgentState& a) noexcept {
     return [this, &a](const UsageEvent& e) noexcept {
       if (auto monitors = a.monitors.load())
-        notify(*monitors, e, reporter_for(a, e.timestamp));
+        detail::notify(*monitors, e, reporter_for(a, e.timestamp),
+                       [this] { count_sink_failure(); });
     };
   }
 
@@ -1246,7 +986,7 @@ private:
     const LedgerStatus status = ledger_.debit(a.account, amount);
     if (status == LedgerStatus::ok) {
       count_charge(a);
-      record_history(a, amount, kind, now);
+      a.history.record(amount, kind, now);
     }
     return status;
   }
@@ -1258,7 +998,7 @@ private:
   // a store-to-load forwarding stall of about 5 ns on every monitored or recorded consume.
   ConsumeResult change_slow(AgentState& a, UsageKind kind, const Amount& amount) noexcept {
     if (a.monitor_count.load(std::memory_order_acquire) == 0) // history only
-      return to_consume_status(take(a, kind, amount, clock_.now()));
+      return detail::to_consume_status(take(a, kind, amount, clock_.now()));
     switch (a.turn.enter()) {
     case Turn::Entry::reentrant:
       return ConsumeStatus::reentrant_call;
@@ -1286,11 +1026,12 @@ private:
     const auto event = make_event(a, kind, amount, before, would, now);
     if (monitors)
       for (const auto& m : *monitors)
-        if (m->check && m->is_active() && !run_check(*m, event, reporter))
+        if (m->check && m->is_active() &&
+            !detail::run_check(*m, event, reporter, [this] { count_sink_failure(); }))
           return ConsumeStatus::denied_by_monitor;
     auto deliver = [&](const UsageEvent& e) noexcept {
       if (monitors)
-        notify(*monitors, e, reporter);
+        detail::notify(*monitors, e, reporter, [this] { count_sink_failure(); });
     };
     if (a.turn.nothing_queued()) {
       // Nobody changed this agent since `before` was read (changes made meanwhile by monitors, or
@@ -1299,7 +1040,7 @@ private:
       const LedgerStatus status = take(a, kind, amount, now);
       if (status == LedgerStatus::ok)
         deliver(event);
-      return to_consume_status(status);
+      return detail::to_consume_status(status);
     }
     // A check settled or released a reservation: the debit re-checks the balance itself, and
     // the event is read afresh and delivered after the changes the checks made.
@@ -1309,46 +1050,7 @@ private:
       return status == LedgerStatus::ok ? std::optional<Amount>(amount) : std::nullopt;
     };
     record_change(a, kind, change, now, true, deliver);
-    return to_consume_status(status);
-  }
-
-  bool run_check(const MonitorFns& m, const UsageEvent& e, const ViolationReporter& r) noexcept {
-    try {
-      return m.check(e, r);
-    } catch (...) {
-      report_monitor_failure(e, r);
-      return false; // a check that cannot decide fails closed
-    }
-  }
-
-  void notify(const MonitorList& monitors, const UsageEvent& e,
-              const ViolationReporter& r) noexcept {
-    for (const auto& m : monitors) {
-      if (!m->observe || !m->is_active())
-        continue;
-      try {
-        m->observe(e, r);
-      } catch (...) {
-        report_monitor_failure(e, r);
-      }
-    }
-  }
-
-  void report_monitor_failure(const UsageEvent& e, const ViolationReporter& r) noexcept {
-    std::string what = "unknown exception";
-    try {
-      throw;
-    } catch (const std::exception& ex) {
-      what = ex.what();
-    } catch (...) {
-    }
-    try {
-      r.report(ViolationType::MonitorFailure, AlertSeverity::High,
-               "a monitor threw; balances are unaffected",
-               {{"exception", what}, {"usage", std::string(to_string(e.kind))}});
-    } catch (...) {
-      sink_failures_.fetch_add(1);
-    }
+    return detail::to_consume_status(status);
   }
 
   // Settles (part of) a reservation; called by Reservation.
@@ -1378,8 +1080,8 @@ private:
     Settlement<Amount> s = ledger_.settle(a.account, held, actual);
     if (zero() < s.charged) {
       count_charge(a);
-      if (options_.history_capacity != 0)
-        record_history(a, s.charged, UsageKind::commit, clock_.now());
+      if (a.history.capacity() != 0)
+        a.history.record(s.charged, UsageKind::commit, clock_.now());
     }
     return s;
   }
@@ -1428,7 +1130,7 @@ private:
   }
 
   template <class M>
-  MonitorHandle register_monitor(Scope scope, std::uint64_t target, M monitor) {
+  MonitorHandle register_monitor(typename Registry::Scope scope, std::uint64_t target, M monitor) {
     // Made before the lock, so that if registering fails the user's monitor dies unlocked.
     std::shared_ptr<const MonitorFns> entry =
         detail::make_monitor_entry<UsageEvent, const ViolationReporter>(std::move(monitor));
@@ -1437,20 +1139,23 @@ private:
     std::vector<std::shared_ptr<const MonitorList>> replaced; // released after unlocking
     {
       std::unique_lock lock(mutex_);
-      if (scope == Scope::agent)
+      if (scope == Registry::Scope::agent)
         live_agent_locked(AgentId(target));
-      else if (scope == Scope::pool)
+      else if (scope == Registry::Scope::pool)
         find_pool_locked(PoolId(target));
       replaced.reserve(agents_.size());
-      registrations_.emplace(next_registration_id_++, Registration{scope, target, entry});
-      for_each_in_scope(scope, target, [&](AgentState& a) {
+      typename Registry::Registration registration{scope, target, entry};
+      registry_.add(registration);
+      for (auto& a : agents_) {
+        if (!Registry::covers(registration, a.id, a.pool))
+          continue;
         auto current = a.monitors.load();
         auto list =
             current ? std::make_shared<MonitorList>(*current) : std::make_shared<MonitorList>();
         list->push_back(entry);
         replaced.push_back(a.monitors.exchange(std::move(list)));
         a.monitor_count.fetch_add(1, std::memory_order_release);
-      });
+      }
     }
     return handle;
   }
@@ -1463,98 +1168,49 @@ private:
       return;
     entry->deactivate();
     // Destroyed after unlocking: the last reference to the user's monitor may be among them.
-    std::optional<Registration> removed;
+    std::optional<typename Registry::Registration> removed;
     std::vector<std::shared_ptr<const MonitorList>> replaced;
     try {
       std::unique_lock lock(mutex_);
-      auto it = std::find_if(registrations_.begin(), registrations_.end(),
-                             [&](const auto& r) { return r.second.entry == entry; });
-      if (it == registrations_.end())
+      removed = registry_.remove(entry);
+      if (!removed)
         return;
-      removed.emplace(std::move(it->second));
-      registrations_.erase(it);
       replaced.reserve(agents_.size());
-      for_each_in_scope(removed->scope, removed->target, [&](AgentState& a) {
+      for (auto& a : agents_) {
+        if (!Registry::covers(*removed, a.id, a.pool))
+          continue;
         auto current = a.monitors.load();
         if (!current)
-          return;
+          continue;
         auto pos = std::find(current->begin(), current->end(), entry);
         if (pos == current->end())
-          return;
+          continue;
         auto list = std::make_shared<MonitorList>(*current);
         list->erase(list->begin() + (pos - current->begin()));
         replaced.push_back(a.monitors.exchange(std::move(list)));
         a.monitor_count.fetch_sub(1, std::memory_order_release);
-      });
+      }
     } catch (...) {
     }
   }
 
-  template <class F>
-  void for_each_in_scope(Scope scope, std::uint64_t target, F&& f) {
-    for (auto& a : agents_)
-      if (scope == Scope::all || (scope == Scope::agent && a.id.value() == target) ||
-          (scope == Scope::pool && a.pool.value() == target))
-        f(a);
+  template <class Record, class F>
+  SinkHandle add_sink(Sinks<Record>& sinks, F&& sink) {
+    auto weak = sinks.add(std::function<void(const Record&)>(std::forward<F>(sink)));
+    return SinkHandle(alive_, [&sinks, weak] { sinks.remove(weak); });
   }
 
-  template <class Fn>
-  SinkHandle add_sink(detail::SharedSlot<SinkList<Fn>>& sinks, Fn fn) {
-    auto entry = std::make_shared<const SinkEntry<Fn>>(std::move(fn));
-    std::weak_ptr<const SinkEntry<Fn>> weak = entry;
-    SinkHandle handle(alive_, [this, &sinks, weak] { remove_sink(sinks, weak); });
-    std::shared_ptr<const SinkList<Fn>> replaced; // released after unlocking
-    {
-      std::unique_lock lock(mutex_);
-      auto current = sinks.load();
-      auto list =
-          current ? std::make_shared<SinkList<Fn>>(*current) : std::make_shared<SinkList<Fn>>();
-      list->push_back(entry);
-      replaced = sinks.exchange(std::move(list));
-    }
-    return handle;
-  }
+  void count_sink_failure() noexcept { sink_failures_.fetch_add(1); }
 
-  template <class Fn>
-  void remove_sink(detail::SharedSlot<SinkList<Fn>>& sinks,
-                   const std::weak_ptr<const SinkEntry<Fn>>& weak) noexcept {
-    auto entry = weak.lock();
-    if (!entry)
-      return;
-    entry->active.store(false, std::memory_order_release);
-    std::shared_ptr<const SinkList<Fn>> replaced; // released after unlocking
-    try {
-      std::unique_lock lock(mutex_);
-      auto current = sinks.load();
-      if (!current)
-        return;
-      auto remaining = std::make_shared<SinkList<Fn>>(*current);
-      std::erase(*remaining, entry);
-      replaced = sinks.exchange(std::move(remaining));
-    } catch (...) { // inactive already: it never runs again
-    }
+  void publish_violation(Violation&& v) noexcept {
+    violation_sinks_.deliver(v, [this] { count_sink_failure(); });
   }
-
-  template <class List, class Record>
-  void deliver_to(const std::shared_ptr<const List>& sinks, const Record& record) noexcept {
-    if (!sinks)
-      return;
-    for (const auto& sink : *sinks) {
-      if (!sink->active.load(std::memory_order_acquire))
-        continue;
-      try {
-        sink->fn(record);
-      } catch (...) {
-        sink_failures_.fetch_add(1);
-      }
-    }
-  }
-
-  void publish_violation(Violation&& v) noexcept { deliver_to(violation_sinks_.load(), v); }
 
   // Called after the writer lock is released, so a sink may call back into the coordinator.
   void deliver_audit() noexcept {
-    audit_queue_.deliver_all([this](const BudgetChange& c) { deliver_to(audit_sinks_.load(), c); });
+    audit_queue_.deliver_all([this](const BudgetChange& c) {
+      audit_sinks_.deliver(c, [this] { count_sink_failure(); });
+    });
   }
 
   CoordinatorOptions options_;
@@ -1571,14 +1227,13 @@ private:
   std::map<std::uint64_t, PoolState> pools_;
   std::unordered_map<std::string, AgentId> agent_names_;
   std::unordered_map<std::string, PoolId> pool_names_;
-  std::map<std::uint64_t, Registration> registrations_;
+  Registry registry_;
   std::uint64_t next_pool_id_ = 1;
-  std::uint64_t next_registration_id_ = 1;
   std::uint64_t last_sequence_ = 0; // of audit records
 
   detail::SlotTable<AgentState> table_; // lock-free id -> agent for the hot path
-  detail::SharedSlot<SinkList<std::function<void(const Violation&)>>> violation_sinks_;
-  detail::SharedSlot<SinkList<std::function<void(const BudgetChange&)>>> audit_sinks_;
+  Sinks<Violation> violation_sinks_;
+  Sinks<BudgetChange> audit_sinks_;
   detail::InOrderDelivery<BudgetChange> audit_queue_;
   std::atomic<std::uint64_t> sink_failures_{0};
 
@@ -1590,158 +1245,9 @@ private:
   }
 };
 
-/// Money set aside for one expensive call: reserve the estimate before, commit the actual
-/// usage after. Move-only; destroying it without `commit` releases everything it holds.
-///
-/// A usage report the amount type cannot add up (a running total past `Decimal::max()`, say)
-/// is refused with `invalid_amount` and changes nothing: a garbled report never kills the
-/// process from these `noexcept` calls, and the reservation still releases what it holds.
-///
-/// **Example**
-/// ```
-/// auto r = coord.reserve(agent, Decimal("5.0"));   // throws if it cannot be covered
-/// auto usage = call_model();
-/// auto settled = r.commit(usage.cost);              // refunds 5.0 - cost, or charges more
-/// ```
-template <class Coordinator>
-class [[nodiscard]] BasicReservation {
-  using Amount = typename Coordinator::amount_type;
-  using CommitResult = typename Coordinator::CommitResult;
-
-public:
-  BasicReservation() noexcept = default;
-  BasicReservation(BasicReservation&& other) noexcept { take(other); }
-  BasicReservation& operator=(BasicReservation&& other) noexcept {
-    if (this != &other) {
-      release();
-      take(other);
-    }
-    return *this;
-  }
-  BasicReservation(const BasicReservation&) = delete;
-  BasicReservation& operator=(const BasicReservation&) = delete;
-  ~BasicReservation() { release(); }
-
-  /// True when the reservation was granted (even if it has since been settled).
-  bool ok() const noexcept { return status_ == ConsumeStatus::ok; }
-  explicit operator bool() const noexcept { return ok(); }
-  ConsumeStatus status() const noexcept { return status_; }
-  /// True while it still holds money.
-  bool active() const noexcept { return agent_ != nullptr; }
-  AgentId agent() const noexcept { return agent_id_; }
-  const Amount& estimate() const noexcept { return estimate_; }
-  /// What is still set aside.
-  const Amount& held() const noexcept { return held_; }
-  /// What has been charged so far (partial commits included).
-  const Amount& charged() const noexcept { return charged_; }
-  /// The usage settled so far: what was charged plus what nobody could pay (`overspent`).
-  /// `commit(actual)` settles only `actual - settled()`.
-  const Amount& settled() const noexcept { return settled_; }
-
-  /// Settles with the call's total actual usage (partial commits included): the unused rest
-  /// of the estimate is refunded; an overage is charged as far as the balance allows and the
-  /// uncovered part is reported as an `Overspend` violation.
-  CommitResult commit(const Amount& actual) noexcept {
-    if (!active())
-      return {ConsumeStatus::not_active};
-    const Amount z = amount_zero<Amount>();
-    if (actual < z || !amount_is_finite(actual))
-      return {ConsumeStatus::invalid_amount};
-    // Partial commits already accounted for part of `actual` (charged, or reported as
-    // overspent); what was spent cannot be un-spent, and nothing is reported twice.
-    const bool more = settled_ < actual;
-    Amount rest = more ? amount_traits<Amount>::sub(actual, settled_) : z;
-    // Initialised from `settle`'s result rather than assigned: a copy of a struct the callee
-    // wrote field by field can stall on store-to-load forwarding.
-    CommitResult r = coord_->settle(*agent_, held_, rest, estimate_, more ? actual : settled_);
-    charged_ = amount_traits<Amount>::add(charged_, r.charged); // bounded by the allocation
-    if (more)
-      settled_ = actual;
-    held_ = z;
-    finish();
-    return r;
-  }
-  template <class T>
-  requires(!AmountArgument<T, Amount>) CommitResult commit(const T&)
-  = delete;
-
-  /// Charges `amount` now, for streaming responses; it comes out of what is held first.
-  CommitResult commit_partial(const Amount& amount) noexcept {
-    if (!active())
-      return {ConsumeStatus::not_active};
-    const std::optional<Amount> total = checked_add(settled_, amount);
-    if (!(amount_zero<Amount>() < amount) || !amount_is_finite(amount) || !total)
-      return {ConsumeStatus::invalid_amount};
-    Amount from_hold = amount < held_ ? amount : held_;
-    settled_ = *total;
-    CommitResult r = coord_->settle(*agent_, from_hold, amount, estimate_, settled_);
-    held_ = amount_traits<Amount>::sub(held_, from_hold);
-    charged_ = amount_traits<Amount>::add(charged_, r.charged);
-    return r;
-  }
-  template <class T>
-  requires(!AmountArgument<T, Amount>) CommitResult commit_partial(const T&)
-  = delete;
-
-  /// Gives back everything still held. Idempotent.
-  void release() noexcept {
-    if (!active())
-      return;
-    if (amount_zero<Amount>() < held_)
-      coord_->release(*agent_, held_);
-    held_ = amount_zero<Amount>();
-    finish();
-  }
-
-private:
-  friend Coordinator;
-
-  void finish() noexcept {
-    std::exchange(agent_, nullptr)->open_reservations.fetch_sub(1, std::memory_order_relaxed);
-  }
-
-  // Leaves `other` as if default-constructed: it holds nothing and reports nothing.
-  void take(BasicReservation& other) noexcept {
-    const Amount z = amount_zero<Amount>();
-    coord_ = std::exchange(other.coord_, nullptr);
-    agent_ = std::exchange(other.agent_, nullptr);
-    agent_id_ = std::exchange(other.agent_id_, AgentId{});
-    estimate_ = std::exchange(other.estimate_, z);
-    held_ = std::exchange(other.held_, z);
-    charged_ = std::exchange(other.charged_, z);
-    settled_ = std::exchange(other.settled_, z);
-    status_ = std::exchange(other.status_, ConsumeStatus::not_active);
-  }
-
-  Coordinator* coord_ = nullptr;
-  typename Coordinator::AgentState* agent_ = nullptr;
-  AgentId agent_id_;
-  Amount estimate_{};
-  Amount held_{};
-  Amount charged_{};
-  Amount settled_{};
-  ConsumeStatus status_ = ConsumeStatus::not_active;
-};
-
 /// The coordinator most runtimes want: exact `Decimal` money, fixed allocation, wall-clock
 /// timestamps, in-memory lock-free ledger.
 using BudgetCoordinator = BasicBudgetCoordinator<>;
 
 } // namespace v1
 } // namespace safeguards
-
-template <>
-struct fmt::formatter<safeguards::ConsumeStatus> : fmt::formatter<std::string_view> {
-  template <class FormatContext>
-  auto format(safeguards::ConsumeStatus s, FormatContext& ctx) const {
-    return fmt::formatter<std::string_view>::format(safeguards::to_string(s), ctx);
-  }
-};
-
-template <>
-struct fmt::formatter<safeguards::ConsumeResult> : fmt::formatter<std::string_view> {
-  template <class FormatContext>
-  auto format(safeguards::ConsumeResult r, FormatContext& ctx) const {
-    return fmt::formatter<std::string_view>::format(safeguards::to_string(r.status()), ctx);
-  }
-};

@@ -365,7 +365,6 @@ private:
 };
 
 static_assert(Ledger<InMemoryLedger<Decimal>>);
-static_assert(Ledger<InMemoryLedger<BigDecimal>>);
 
 } // namespace v1
 } // namespace safeguards

@@ -1,4 +1,6 @@
-// safeguards: everything, in one include.
+// safeguards: the core in one include. Opt-in parts have their own headers and are not
+// included here: big_decimal.hpp (BigDecimal; compiles Boost's cpp_dec_float) and
+// audit_file.hpp (the JSON-lines audit file; needs POSIX).
 // SPDX-License-Identifier: MIT
 #pragma once
 
