@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <limits>
 #include <random>
-#include <safeguards/big_decimal.hpp>
 #include <safeguards/amount.hpp>
+#include <safeguards/big_decimal.hpp>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
