@@ -18,6 +18,7 @@
 #include <mutex>
 #include <optional>
 #include <safeguards/allocation.hpp>
+#include <safeguards/allocation_result.hpp>
 #include <safeguards/amount.hpp>
 #include <safeguards/audit.hpp>
 #include <safeguards/clock.hpp>
@@ -33,6 +34,7 @@
 #include <safeguards/detail/slot_table.hpp>
 #include <safeguards/detail/subscribers.hpp>
 #include <safeguards/detail/validation.hpp>
+#include <safeguards/emergency.hpp>
 #include <safeguards/errors.hpp>
 #include <safeguards/ids.hpp>
 #include <safeguards/ledger.hpp>
@@ -42,6 +44,7 @@
 #include <safeguards/violation.hpp>
 #include <shared_mutex>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -72,7 +75,8 @@ inline namespace v1 {
 /// ```
 template <BudgetAmount Amount = Decimal, class AllocationPolicy = FixedAllocation,
           Clock C = std::chrono::system_clock, Ledger L = InMemoryLedger<Amount>>
-requires std::same_as<typename L::amount_type, Amount>
+requires std::same_as<typename L::amount_type, Amount> &&
+    AllocationStrategy<AllocationPolicy, Amount>
 class BasicBudgetCoordinator {
 public:
   using amount_type = Amount;
@@ -91,6 +95,8 @@ public:
   using ConsumptionEvent = BasicConsumptionEvent<Amount, C>;
   using CommitResult = BasicCommitResult<Amount>;
   using Reservation = BasicReservation<BasicBudgetCoordinator>;
+  using AllocationResult = BasicAllocationResult<Amount>;
+  using EmergencyGrant = BasicEmergencyGrant<Amount>;
 
   explicit BasicBudgetCoordinator(CoordinatorOptions options = {}, AllocationPolicy policy = {},
                                   C clock = C{})
@@ -214,7 +220,10 @@ public:
           pool = &pools_.at(implicit_pool->value());
         }
         a.pool = pool->id;
-        pool->agents.reserve(pool->agents.size() + 1);
+        // Room for the push_back below, where nothing may throw; grown geometrically; an exact
+        // `size() + 1` made creating a million agents in one pool quadratic (minutes, not seconds).
+        if (pool->agents.size() == pool->agents.capacity())
+          pool->agents.reserve(std::max<std::size_t>(16, 2 * pool->agents.capacity()));
         agent_names_.emplace(a.name, id);
         named = true;
         table_.publish(id.value(), &a); // the last step: from here on the hot path sees it
@@ -496,6 +505,128 @@ public:
   requires(!AmountArgument<T, Amount>) void transfer(AgentId, AgentId, const T&,
                                                      std::string) = delete;
 
+  // ---- allocation and emergency grants ----------------------------------------------------
+
+  /// `allocate(pool, policy())`: the coordinator's own `AllocationPolicy`.
+  AllocationResult allocate(PoolId pool) { return allocate(pool, policy_); }
+
+  /// Redistributes a pool's spendable money (its unallocated budget plus every live agent's
+  /// remaining balance) as `strategy` says; used and reserved money never moves, and what the
+  /// strategy does not hand out stays unallocated. Each changed agent gets an audit record whose
+  /// reason names the strategy. Throws `UnknownPool`, or `InvalidArgument` when the strategy
+  /// returns something impossible (wrong length, a negative or non-finite balance, more than it
+  /// may hand out); nothing changes then.
+  ///
+  /// Consumers are never blocked. The strategy sees the balances of one snapshot; agents that
+  /// lose money give it up first, each with a compare-and-swap that refuses to cross zero, and
+  /// only then do the others receive theirs. A consume that lands between the snapshot and the
+  /// apply is charged on top of the new balance, which can always cover it (it is ordered after
+  /// the allocation); if a shrinking agent spent so much meanwhile that it cannot give up its
+  /// share, what was taken is put back and the allocation starts again from a new snapshot.
+  ///
+  /// **Example**
+  /// ```
+  /// auto result = coord.allocate(pool, PriorityAllocation{});
+  /// for (const auto& c : result.changes) fmt::print("{}: {} -> {}\n", c.agent, c.old_remaining,
+  /// c.new_remaining);
+  /// ```
+  template <class S>
+  requires AllocationStrategy<S, Amount> AllocationResult allocate(PoolId pool, const S& strategy) {
+    const auto window = usage_window_of(strategy);
+    AllocationResult result;
+    std::list<BudgetChange> records;
+    {
+      std::unique_lock lock(mutex_);
+      PoolState& p = *find_pool_locked(pool);
+      for (int attempt = 0;; ++attempt) {
+        if (try_allocate_locked(p, strategy, window, result, records))
+          break;
+        if (attempt == max_allocation_attempts)
+          throw BudgetExceeded(fmt::format(
+              "safeguards: allocation \"{}\" of {} gave up after {} attempts: agents kept "
+              "spending what they were to give up",
+              strategy.name(), p.id, max_allocation_attempts + 1));
+      }
+      audit_queue_.push(records);
+    }
+    deliver_audit();
+    return result;
+  }
+
+  /// The guide's emergency allocation: `policy` decides how much of `requested` to approve
+  /// (see `EmergencyPolicy`); the money comes from the agent's own pool's unallocated budget
+  /// first, then from pools of lower priority, lowest first (ties: lower id first), never from
+  /// a pool of equal or higher priority. A grant larger than what those pools hold is reduced to
+  /// what they hold. Budget moved from another pool moves that pool's initial budget with it,
+  /// so the sum of all pools' initial budgets never changes. One audit record per source.
+  /// Throws `UnknownAgent`, or `InvalidArgument` for a non-positive request or an empty reason.
+  ///
+  /// **Example**
+  /// ```
+  /// EmergencyGrant g = coord.emergency_allocation(agent, Decimal("50.0"), "critical outage");
+  /// // g.approved: what the policy allowed; g.granted: what the pools could give; g.sources
+  /// ```
+  EmergencyGrant emergency_allocation(AgentId agent, const Amount& requested, std::string reason,
+                                      const EmergencyPolicy& policy = {}) {
+    detail::validate_positive(requested, "emergency request");
+    if (reason.empty())
+      throw InvalidArgument("safeguards: an emergency request needs a reason");
+    EmergencyGrant grant;
+    grant.requested = requested;
+    std::list<BudgetChange> records;
+    {
+      std::unique_lock lock(mutex_);
+      AgentState& a = live_agent_locked(agent);
+      std::tie(grant.approved, grant.decision) =
+          approve_emergency(policy, a.priority, requested, reason);
+      PoolState& own = pools_.at(a.pool.value());
+      std::vector<PoolState*> order{&own};
+      for (auto& [id, p] : pools_)
+        if (p.priority < own.priority)
+          order.push_back(&p);
+      std::stable_sort(order.begin() + 1, order.end(), [](const PoolState* x, const PoolState* y) {
+        return x->priority < y->priority; // pools_ is in id order, so ties stay by id
+      });
+      Amount left = grant.approved;
+      for (PoolState* p : order) {
+        if (!(zero() < left))
+          break;
+        const Amount take = p->unallocated < left ? p->unallocated : left;
+        if (zero() < take) {
+          grant.sources.push_back({p->id, take});
+          left = traits::sub(left, take);
+        }
+      }
+      grant.granted = traits::sub(grant.approved, left);
+      for (std::size_t i = 0; i < grant.sources.size(); ++i) { // allocated before any change
+        records.emplace_back();
+        records.back().agent_name = a.name;
+        records.back().reason = fmt::format("emergency grant from {}: {}",
+                                            pools_.at(grant.sources[i].pool.value()).name, reason);
+      }
+      // Nothing below throws: the amounts are bounded by balances that already exist.
+      const auto now = clock_.now();
+      auto record = records.begin();
+      for (const auto& source : grant.sources) {
+        PoolState& from = pools_.at(source.pool.value());
+        if (&from != &own) {
+          from.initial = traits::sub(from.initial, source.amount);
+          own.initial = traits::add(own.initial, source.amount);
+          own.unallocated = traits::add(own.unallocated, source.amount);
+          from.unallocated = traits::sub(from.unallocated, source.amount);
+        }
+        const Amount before = ledger_.balance(a.account).remaining;
+        own.unallocated = traits::sub(own.unallocated, source.amount);
+        a.allocated = traits::add(a.allocated, source.amount);
+        (void)ledger_.credit(a.account, source.amount);
+        fill_change_locked(*record++, a, before, traits::add(before, source.amount), now);
+      }
+      audit_queue_.push(records);
+    }
+    deliver_audit();
+    return grant;
+  }
+
   // ---- the hot path ------------------------------------------------------------------------
 
   /// Spends `amount` from the agent's budget if it can cover it and no monitor objects.
@@ -752,6 +883,96 @@ private:
       throw BudgetExceeded(fmt::format("safeguards: {} cannot {} {}: {}", agent, what,
                                        amount_to_string(amount), to_string(status)));
     }
+  }
+
+  static constexpr int max_allocation_attempts = 15;
+
+  // One attempt of `allocate`: snapshot, strategy, apply. False (and nothing changed) when a
+  // shrinking agent could no longer give up its share.
+  template <class S>
+  bool try_allocate_locked(PoolState& p, const S& strategy, std::chrono::nanoseconds window,
+                           AllocationResult& result, std::list<BudgetChange>& records) {
+    const auto now = clock_.now();
+    // The window's start, or the beginning of time when it reaches past it (never `now - window`
+    // computed blindly: that can overflow the clock's range).
+    using Duration = typename time_point::duration;
+    const auto span = std::chrono::duration_cast<Duration>(window);
+    time_point from = time_point::min();
+    if (Duration::zero() < span && Duration::min() + span <= now.time_since_epoch())
+      from = now - span;
+    std::vector<AllocationAgent<Amount>> agents;
+    std::vector<AgentState*> states;
+    Amount distributable = p.unallocated;
+    for (AgentId id : p.agents) {
+      AgentState& a = agents_[id.value() - 1];
+      if (a.removed)
+        continue;
+      const auto b = ledger_.balance(a.account);
+      AllocationAgent<Amount> view{.id = a.id,
+                                   .priority = a.priority,
+                                   .used = b.used,
+                                   .reserved = b.reserved,
+                                   .remaining = b.remaining,
+                                   .usage_count = 0,
+                                   .usage_sum = zero()};
+      a.history.for_each(from, time_point::max(), [&](const typename History::Record& r) {
+        ++view.usage_count;
+        view.usage_sum = traits::add(view.usage_sum, r.amount);
+      });
+      distributable = traits::add(distributable, b.remaining);
+      agents.push_back(view);
+      states.push_back(&a);
+    }
+    const PoolSnapshot<Amount> snapshot{p.id, p.priority, distributable, agents};
+    const std::vector<Amount> target = strategy.allocate(snapshot);
+    validate_allocation(snapshot, target, strategy.name());
+    result = {p.id, std::string(strategy.name()), distributable, p.unallocated, {}, {}};
+    result.changes.reserve(agents.size());
+    records.clear();
+    for (std::size_t i = 0; i < agents.size(); ++i) {
+      result.changes.push_back({agents[i].id, agents[i].remaining, target[i]});
+      if (target[i] != agents[i].remaining) {
+        records.emplace_back();
+        records.back().agent_name = states[i]->name;
+        records.back().reason = fmt::format("allocation: {}", strategy.name());
+      }
+    }
+    // Those who give up money first, so the pool never hands out what it has not got.
+    for (std::size_t i = 0; i < agents.size(); ++i) {
+      if (!(target[i] < agents[i].remaining))
+        continue;
+      if (!withdraw(*states[i], traits::sub(agents[i].remaining, target[i]))) {
+        for (std::size_t j = 0; j < i; ++j) // put back what was taken; credits cannot fail
+          if (target[j] < agents[j].remaining)
+            (void)ledger_.credit(states[j]->account, traits::sub(agents[j].remaining, target[j]));
+        return false;
+      }
+    }
+    Amount handed_out = zero();
+    auto record = records.begin();
+    for (std::size_t i = 0; i < agents.size(); ++i) {
+      handed_out = traits::add(handed_out, target[i]);
+      if (target[i] == agents[i].remaining)
+        continue;
+      if (agents[i].remaining < target[i])
+        (void)ledger_.credit(states[i]->account, traits::sub(target[i], agents[i].remaining));
+      states[i]->allocated =
+          traits::add(traits::sub(states[i]->allocated, agents[i].remaining), target[i]);
+      fill_change_locked(*record++, *states[i], agents[i].remaining, target[i], now);
+    }
+    p.unallocated = traits::sub(distributable, handed_out);
+    result.unallocated_after = p.unallocated;
+    return true;
+  }
+
+  // Takes `amount` out of an agent's remaining balance without counting it as usage; false
+  // when the balance cannot cover it (a consumer got there first). Never below zero.
+  bool withdraw(AgentState& a, const Amount& amount) noexcept {
+    Amount current = ledger_.balance(a.account).remaining;
+    while (!(current < amount))
+      if (ledger_.compare_exchange_remaining(a.account, current, traits::sub(current, amount)))
+        return true;
+    return false;
   }
 
   // The usage a commit reports nobody could pay is a statistic: past the amount type's range it
