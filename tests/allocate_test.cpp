@@ -251,3 +251,20 @@ TEST_CASE("the strategy sees the usage inside its window only", "[allocation][hi
   CHECK(coord.get_budget(a) == 176_d);
   CHECK(coord.check_invariants().empty());
 }
+
+TEST_CASE("emergency sources: own pool, then lower priorities lowest first, ties by id",
+          "[emergency]") {
+  using P = GrantPool<Decimal>;
+  const P own{PoolId(5), 6, 10_d};
+  const std::vector<P> others{{PoolId(4), 3, 5_d},  {PoolId(2), 3, 5_d},  {PoolId(3), 1, 1_d},
+                              {PoolId(6), 6, 99_d}, {PoolId(7), 9, 99_d}, {PoolId(8), 2, 0_d}};
+  const auto sources = plan_emergency_sources(own, others, 18_d);
+  REQUIRE(sources.size() == 4);
+  CHECK(sources[0].pool == PoolId(5)); // own: 10
+  CHECK(sources[1].pool == PoolId(3)); // priority 1: 1
+  CHECK(sources[2].pool == PoolId(2)); // priority 3, lower id first: 5
+  CHECK(sources[3].pool == PoolId(4)); // then 2 of its 5
+  CHECK(sources[3].amount == 2_d);
+  // Equal (6) and higher (9) priorities never give, even when nothing else can.
+  CHECK(plan_emergency_sources(P{PoolId(1), 6, 0_d}, {{PoolId(6), 6, 99_d}}, 1_d).empty());
+}

@@ -580,24 +580,16 @@ public:
       std::tie(grant.approved, grant.decision) =
           approve_emergency(policy, a.priority, requested, reason);
       PoolState& own = pools_.at(a.pool.value());
-      std::vector<PoolState*> order{&own};
-      for (auto& [id, p] : pools_)
-        if (p.priority < own.priority)
-          order.push_back(&p);
-      std::stable_sort(order.begin() + 1, order.end(), [](const PoolState* x, const PoolState* y) {
-        return x->priority < y->priority; // pools_ is in id order, so ties stay by id
-      });
-      Amount left = grant.approved;
-      for (PoolState* p : order) {
-        if (!(zero() < left))
-          break;
-        const Amount take = p->unallocated < left ? p->unallocated : left;
-        if (zero() < take) {
-          grant.sources.push_back({p->id, take});
-          left = traits::sub(left, take);
-        }
-      }
-      grant.granted = traits::sub(grant.approved, left);
+      std::vector<GrantPool<Amount>> others;
+      for (const auto& [id, p] : pools_)
+        if (&p != &own)
+          others.push_back({p.id, p.priority, p.unallocated});
+      grant.sources =
+          plan_emergency_sources(GrantPool<Amount>{own.id, own.priority, own.unallocated},
+                                 std::move(others), grant.approved);
+      grant.granted = zero();
+      for (const auto& source : grant.sources)
+        grant.granted = traits::add(grant.granted, source.amount);
       for (std::size_t i = 0; i < grant.sources.size(); ++i) { // allocated before any change
         records.emplace_back();
         records.back().agent_name = a.name;

@@ -104,5 +104,50 @@ std::pair<Amount, std::string> approve_emergency(const EmergencyPolicy& policy, 
                       policy.high_priority, policy.keyword)};
 }
 
+/// A pool as an emergency grant sees it.
+template <BudgetAmount Amount = Decimal>
+struct GrantPool {
+  PoolId pool;
+  int priority = 1;
+  Amount unallocated{};
+};
+
+/// Where `amount` is taken from: `own` first, then the pools in `others` whose priority is lower
+/// than `own`'s, lowest priority first (ties: lower id first); pools of equal or higher priority
+/// never give. Each gives what it holds, up to what is still missing, so the sources add up to
+/// less than `amount` when the pools hold less.
+///
+/// **Example**
+/// ```
+/// auto sources = plan_emergency_sources(GrantPool<>{PoolId(1), 8, Decimal(10)},
+///                                       {{PoolId(2), 2, Decimal(30)}, {PoolId(3), 9,
+///                                       Decimal(99)}}, Decimal(25));   // 10 from pool 1, 15 from
+///                                       pool 2
+/// ```
+template <BudgetAmount Amount>
+std::vector<BasicGrantSource<Amount>> plan_emergency_sources(const GrantPool<Amount>& own,
+                                                             std::vector<GrantPool<Amount>> others,
+                                                             const Amount& amount) {
+  std::erase_if(others, [&](const GrantPool<Amount>& p) { return !(p.priority < own.priority); });
+  std::sort(
+      others.begin(), others.end(), [](const GrantPool<Amount>& x, const GrantPool<Amount>& y) {
+        return x.priority != y.priority ? x.priority < y.priority : x.pool.value() < y.pool.value();
+      });
+  others.insert(others.begin(), own);
+  const Amount zero = amount_zero<Amount>();
+  Amount left = amount;
+  std::vector<BasicGrantSource<Amount>> sources;
+  for (const auto& p : others) {
+    if (!(zero < left))
+      break;
+    const Amount take = p.unallocated < left ? p.unallocated : left;
+    if (zero < take) {
+      sources.push_back({p.pool, take});
+      left = amount_traits<Amount>::sub(left, take);
+    }
+  }
+  return sources;
+}
+
 } // namespace v1
 } // namespace safeguards
