@@ -480,16 +480,12 @@ public:
         throw InvalidArgument(fmt::format("safeguards: cannot transfer from {} to itself", from));
       records.front().agent_name = src.name;
       records.back().agent_name = dst.name;
-      Amount old = ledger_.balance(src.account).remaining;
-      for (;;) {
-        if (old < amount)
-          throw BudgetExceeded(fmt::format("safeguards: {} has {} remaining, cannot transfer {}",
-                                           from, amount_to_string(old), amount_to_string(amount)));
-        if (ledger_.compare_exchange_remaining(src.account, old, traits::sub(old, amount)))
-          break;
-        if (!ledger_.is_open(src.account))
-          throw_unknown_agent(from);
-      }
+      const std::optional<Amount> taken_from = withdraw(src, amount); // src is live: open
+      if (!taken_from)
+        throw BudgetExceeded(fmt::format(
+            "safeguards: {} has {} remaining, cannot transfer {}", from,
+            amount_to_string(ledger_.balance(src.account).remaining), amount_to_string(amount)));
+      const Amount old = *taken_from;
       Amount dst_old = ledger_.balance(dst.account).remaining;
       (void)ledger_.credit(dst.account, amount); // dst is live under the writer lock
       src.allocated = traits::sub(src.allocated, amount);
@@ -957,14 +953,15 @@ private:
     return true;
   }
 
-  // Takes `amount` out of an agent's remaining balance without counting it as usage; false
-  // when the balance cannot cover it (a consumer got there first). Never below zero.
-  bool withdraw(AgentState& a, const Amount& amount) noexcept {
+  // Takes `amount` out of an agent's remaining balance without counting it as usage, for
+  // transfers and allocations: the balance it was taken from, or nothing when the balance cannot
+  // cover it (a consumer got there first). Never below zero.
+  std::optional<Amount> withdraw(AgentState& a, const Amount& amount) noexcept {
     Amount current = ledger_.balance(a.account).remaining;
     while (!(current < amount))
       if (ledger_.compare_exchange_remaining(a.account, current, traits::sub(current, amount)))
-        return true;
-    return false;
+        return current;
+    return std::nullopt;
   }
 
   // The usage a commit reports nobody could pay is a statistic: past the amount type's range it
@@ -1171,7 +1168,7 @@ private:
     };
     const bool queued = own ? a.turn.record(apply, deliver) : a.turn.defer(apply, deliver);
     if (!queued)
-      sink_failures_.fetch_add(1);
+      count_sink_failure();
   }
 
   // A change that cannot be refused: settling or releasing money already set aside. It waits
@@ -1315,7 +1312,7 @@ private:
                    {"charged", amount_to_string(s.charged)},
                    {"uncovered", amount_to_string(s.uncovered)}});
     } catch (...) {
-      sink_failures_.fetch_add(1);
+      count_sink_failure();
     }
   }
 
