@@ -54,37 +54,6 @@ std::string seconds_to_string(Duration d) {
   return Decimal::from_raw(us).to_string() + "s";
 }
 
-// `t + d`, or the clock's last (first) time point when that is beyond its range: a deadline
-// centuries away is "never", not a wrapped time point in the past that expires the budget at
-// birth.
-template <class TimePoint>
-TimePoint saturating_add(TimePoint t, typename TimePoint::duration d) noexcept {
-  using rep = typename TimePoint::rep;
-  if constexpr (std::is_integral_v<rep>) {
-    rep sum{};
-    if (__builtin_add_overflow(t.time_since_epoch().count(), d.count(), &sum))
-      return d.count() > 0 ? TimePoint::max() : TimePoint::min();
-    return TimePoint(typename TimePoint::duration(sum));
-  } else {
-    return t + d;
-  }
-}
-
-// `a - b`, clamped to the duration's range.
-template <class TimePoint>
-typename TimePoint::duration saturating_sub(TimePoint a, TimePoint b) noexcept {
-  using duration = typename TimePoint::duration;
-  using rep = typename duration::rep;
-  if constexpr (std::is_integral_v<rep>) {
-    rep diff{};
-    if (__builtin_sub_overflow(a.time_since_epoch().count(), b.time_since_epoch().count(), &diff))
-      return a > b ? duration::max() : duration::min();
-    return duration(diff);
-  } else {
-    return a - b;
-  }
-}
-
 // Whole seconds as the clock's duration, clamped to its range.
 template <class Duration>
 Duration saturating_seconds(std::int64_t seconds) noexcept {

@@ -9,6 +9,7 @@
 #include <memory>
 #include <safeguards/errors.hpp>
 #include <stdexcept>
+#include <type_traits>
 
 namespace safeguards {
 inline namespace v1 {
@@ -93,6 +94,41 @@ struct timestamp_clock<std::chrono::steady_clock> {
 };
 template <Clock C>
 using timestamp_clock_t = typename timestamp_clock<C>::type;
+
+namespace detail {
+
+// `t + d`, or the clock's last (first) time point when that is beyond its range: a deadline
+// centuries away is "never", not a wrapped time point in the past that expires the budget at
+// birth.
+template <class TimePoint>
+TimePoint saturating_add(TimePoint t, typename TimePoint::duration d) noexcept {
+  using rep = typename TimePoint::rep;
+  if constexpr (std::is_integral_v<rep>) {
+    rep sum{};
+    if (__builtin_add_overflow(t.time_since_epoch().count(), d.count(), &sum))
+      return d.count() > 0 ? TimePoint::max() : TimePoint::min();
+    return TimePoint(typename TimePoint::duration(sum));
+  } else {
+    return t + d;
+  }
+}
+
+// `a - b`, clamped to the duration's range.
+template <class TimePoint>
+typename TimePoint::duration saturating_sub(TimePoint a, TimePoint b) noexcept {
+  using duration = typename TimePoint::duration;
+  using rep = typename duration::rep;
+  if constexpr (std::is_integral_v<rep>) {
+    rep diff{};
+    if (__builtin_sub_overflow(a.time_since_epoch().count(), b.time_since_epoch().count(), &diff))
+      return a > b ? duration::max() : duration::min();
+    return duration(diff);
+  } else {
+    return a - b;
+  }
+}
+
+} // namespace detail
 
 static_assert(Clock<ManualClock>);
 static_assert(Clock<std::chrono::steady_clock>);

@@ -881,13 +881,11 @@ private:
   bool try_allocate_locked(PoolState& p, const S& strategy, std::chrono::nanoseconds window,
                            AllocationResult& result, std::list<BudgetChange>& records) {
     const auto now = clock_.now();
-    // The window's start, or the beginning of time when it reaches past it (never `now - window`
-    // computed blindly: that can overflow the clock's range).
-    using Duration = typename time_point::duration;
-    const auto span = std::chrono::duration_cast<Duration>(window);
-    time_point from = time_point::min();
-    if (Duration::zero() < span && Duration::min() + span <= now.time_since_epoch())
-      from = now - span;
+    // Zero means all history; a window reaching past the clock's beginning starts there.
+    const auto span = std::chrono::duration_cast<typename time_point::duration>(window);
+    const time_point from = window == std::chrono::nanoseconds::zero()
+                                ? time_point::min()
+                                : detail::saturating_add(now, -span);
     std::vector<AllocationAgent<Amount>> agents;
     std::vector<AgentState*> states;
     Amount distributable = p.unallocated;
