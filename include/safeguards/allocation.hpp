@@ -146,11 +146,7 @@ std::chrono::nanoseconds usage_window_of(const S& strategy) {
 /// `Decimal` and `std::int64_t` are; `double` and `BigDecimal` are not, because their splits
 /// cannot be made to add up to the last digit.
 template <class A>
-concept SplittableAmount = BudgetAmount<A> && bool(amount_traits<A>::exact) &&
-                           requires(const A& a, std::int64_t raw) {
-  { amount_traits<A>::to_raw(a) } -> std::same_as<std::int64_t>;
-  { amount_traits<A>::from_raw(raw) } -> std::same_as<A>;
-};
+concept SplittableAmount = detail::RawAmount<A> && bool(amount_traits<A>::exact);
 
 namespace detail {
 

@@ -222,6 +222,18 @@ concept AmountArgument = std::same_as<std::remove_cvref_t<T>, A> ||
      !detail::character_type<std::remove_cvref_t<T>> &&
      !std::same_as<std::remove_cvref_t<T>, signed char> && sizeof(T) <= sizeof(A));
 
+namespace detail {
+
+// Stored as a whole number of int64 quanta (`to_raw` / `from_raw` in its traits): `Decimal` and
+// `std::int64_t`. The ledger keeps such amounts in one atomic; exact splits count in quanta.
+template <class A>
+concept RawAmount = BudgetAmount<A> && requires(const A& a, std::int64_t raw) {
+  { amount_traits<A>::to_raw(a) } -> std::same_as<std::int64_t>;
+  { amount_traits<A>::from_raw(raw) } -> std::same_as<A>;
+};
+
+} // namespace detail
+
 /// Zero of any amount type.
 template <BudgetAmount A>
 A amount_zero() {

@@ -71,7 +71,7 @@ inline bool contains_case_insensitive(std::string_view text, std::string_view wo
 template <BudgetAmount Amount>
 Amount part_of(const Amount& requested, Decimal fraction) {
   constexpr std::int64_t scale = 1'000'000; // Decimal's raw units per 1
-  if constexpr (requires { amount_traits<Amount>::to_raw(requested); }) {
+  if constexpr (detail::RawAmount<Amount>) {
     __extension__ using wide = __int128; // raw * raw needs 127 bits
     const wide product =
         static_cast<wide>(amount_traits<Amount>::to_raw(requested)) * fraction.raw();

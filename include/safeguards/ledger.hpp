@@ -76,12 +76,6 @@ concept Ledger = requires(L& ledger, typename L::handle_type h, typename L::amou
 
 namespace detail {
 
-template <class A>
-concept RawAmount = BudgetAmount<A> && requires(const A& a, std::int64_t raw) {
-  { amount_traits<A>::to_raw(a) } -> std::same_as<std::int64_t>;
-  { amount_traits<A>::from_raw(raw) } -> std::same_as<A>;
-};
-
 // One cache line per account so that agents on different cores never share a line.
 inline constexpr std::size_t cache_line = 64;
 
