@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <cstddef>
 #include <stdexcept>
 #include <string>
 
@@ -117,6 +118,25 @@ public:
 class BudgetExceeded : public detail::StdError<std::runtime_error> {
 public:
   using StdError::StdError;
+};
+
+/// A model the price table has no price for (and no fallback price): the call is not made,
+/// because charging it nothing would let it spend without limit.
+class UnknownModel : public detail::StdError<std::runtime_error> {
+public:
+  using StdError::StdError;
+};
+
+/// Text that could not be read as what it claims to be (a price table, say). `line()` is the
+/// 1-based line of the first problem, 0 when the input has no lines.
+class ParseError : public InvalidArgument {
+public:
+  ParseError(const std::string& message, std::size_t line)
+      : InvalidArgument(message), line_(line) {}
+  std::size_t line() const noexcept { return line_; }
+
+private:
+  std::size_t line_;
 };
 
 /// Configuration from the environment that cannot be used as it is.
