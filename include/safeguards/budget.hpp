@@ -5,16 +5,19 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <fmt/format.h>
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <safeguards/amount.hpp>
 #include <safeguards/clock.hpp>
 #include <safeguards/consumption.hpp>
 #include <safeguards/errors.hpp>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -65,6 +68,14 @@ Duration saturating_seconds(std::int64_t seconds) noexcept {
 
 } // namespace detail
 
+/// Which limit refused a hold: the limit as it was given, and the total it would have reached
+/// (consumed + held + asked).
+template <BudgetAmount Amount = Decimal>
+struct BasicLimitRefusal {
+  BasicConsumption<Amount> limit;
+  Amount would_be;
+};
+
 /// A run budget with council's semantics: a deadline plus a list of limits, each a
 /// `Consumption(value, unit, kind)`.
 ///
@@ -102,6 +113,7 @@ public:
   /// The clock events are stamped with.
   using event_clock = timestamp_clock_t<C>;
   using event_type = BasicConsumptionEvent<Amount, event_clock>;
+  using refusal_type = BasicLimitRefusal<Amount>;
 
   /// Deadline = now + `run_for` (the clock's last time point if that is beyond its range). Given
   /// `consumptions` are recorded and applied to the limits. A negative duration, a negative or
@@ -110,12 +122,10 @@ public:
               std::vector<event_type> consumptions = {}, C clock = C{})
       : BasicBudget(unchecked, run_for, std::move(limits), std::move(clock)) {
     validate(run_for, limits_);
-    auto next = remaining_;
-    for (const auto& event : consumptions) {
-      validate_consumption(event.consumption());
-      apply(next, event.consumption());
-    }
-    remaining_.swap(next);
+    auto next = remaining_values();
+    for (const auto& event : consumptions)
+      stage(next, event.consumption());
+    store(next);
     consumptions_ = std::move(consumptions);
   }
 
@@ -137,49 +147,124 @@ public:
 
   /// council's rule: true when no limit matches, else when the first matching limit can still
   /// take `c`.
+  /// Money held by `try_hold` counts as taken.
   bool can_consume(const consumption_type& c) const {
-    for (const auto& limit : remaining_)
-      if (limit.matches(c))
-        return fits(limit, c);
+    for (std::size_t i = 0; i < remaining_.size(); ++i)
+      if (remaining_[i].matches(c))
+        return fits(i, c.value());
     return true;
   }
 
   /// True when every matching limit can still take `c` (and when none matches):
-  /// `add_consumption(c)` would then leave no limit below zero.
+  /// `add_consumption(c)` would then leave no limit below zero. Held amounts count as taken.
   bool can_consume_all(const consumption_type& c) const {
-    return std::all_of(remaining_.begin(), remaining_.end(), [&](const consumption_type& limit) {
-      return !limit.matches(c) || fits(limit, c);
-    });
+    for (std::size_t i = 0; i < remaining_.size(); ++i)
+      if (remaining_[i].matches(c) && !fits(i, c.value()))
+        return false;
+    return true;
   }
+
+  /// What the tightest limit of `unit` and `kind` can still take: its remaining value minus what
+  /// is held on it (below zero when it is overdrawn); `std::nullopt` when no limit matches.
+  std::optional<Amount> available(std::string_view unit, std::string_view kind) const {
+    std::optional<Amount> least;
+    for (std::size_t i = 0; i < remaining_.size(); ++i) {
+      const auto& limit = remaining_[i];
+      if (limit.unit() != unit || limit.kind() != kind)
+        continue;
+      Amount free = free_on(i);
+      if (!least || free < *least)
+        least = std::move(free);
+    }
+    return least;
+  }
+
+  /// Sets `cs` aside on every limit they match, without consuming it, if every matching limit
+  /// can take all of it on top of what is already held; otherwise holds nothing and returns
+  /// the first limit that refused. A hold is what a call may spend: `can_consume`, `try_consume`
+  /// and other holds see it as taken, `is_expired` and `remaining_limits` do not. Give it back
+  /// with `release_hold`, or turn it into consumption with `settle_hold`. A negative or
+  /// non-finite amount throws `InvalidArgument`.
+  ///
+  /// **Example**
+  /// ```
+  /// std::vector<Consumption> call{Consumption::call(1, "gpt-4o")};
+  /// if (auto refused = run.try_hold(call))
+  ///   fmt::print("{}\n", *refused);    // gpt-4o call limit 10.0 would reach 11.0
+  /// ```
+  std::optional<refusal_type> try_hold(const std::vector<consumption_type>& cs) {
+    std::vector<Amount> asked(remaining_.size(), amount_zero<Amount>());
+    for (const auto& c : cs) {
+      validate_consumption(c);
+      for (std::size_t i = 0; i < remaining_.size(); ++i)
+        if (remaining_[i].matches(c)) {
+          auto sum = checked_add(asked[i], c.value());
+          if (!sum)
+            return refusal(i, c.value());
+          asked[i] = std::move(*sum);
+        }
+    }
+    for (std::size_t i = 0; i < remaining_.size(); ++i)
+      if (amount_zero<Amount>() < asked[i] && !fits(i, asked[i]))
+        return refusal(i, asked[i]);
+    for (std::size_t i = 0; i < remaining_.size(); ++i)
+      held_[i] = amount_traits<Amount>::add(held_[i], asked[i]); // fits() checked the sum
+    return std::nullopt;
+  }
+
+  /// Gives back a hold (or part of one). What is released never exceeds what is held on a limit,
+  /// so a mismatched release cannot create room that was never there.
+  void release_hold(const std::vector<consumption_type>& cs) noexcept {
+    for (const auto& c : cs) {
+      if (!(amount_zero<Amount>() < c.value()))
+        continue;
+      for (std::size_t i = 0; i < remaining_.size(); ++i)
+        if (remaining_[i].matches(c))
+          held_[i] = c.value() < held_[i] ? amount_traits<Amount>::sub(held_[i], c.value())
+                                          : amount_zero<Amount>();
+    }
+  }
+
+  /// Records `actual` from `source` (as `add_consumptions`) and releases `held`, in one step:
+  /// what a held call really used replaces what was set aside for it. All or nothing: if
+  /// `actual` is refused, the hold stays too.
+  void settle_hold(const std::vector<consumption_type>& held,
+                   const std::vector<consumption_type>& actual, const std::string& source) {
+    add_consumptions(actual, source);
+    release_hold(held);
+  }
+
+  /// What `try_hold` has set aside and not yet released, per limit (parallel to `limits()`).
+  const std::vector<Amount>& held() const noexcept { return held_; }
 
   /// Records `c` from `source` and subtracts it from every matching limit. A negative or
   /// non-finite value throws `InvalidArgument` (council would silently add budget back); a limit
   /// the amount type cannot hold throws `AmountOverflow`. Either way nothing changes.
   void add_consumption(const consumption_type& c, std::string source) {
-    validate_consumption(c);
-    auto next = remaining_;
-    apply(next, c);
+    auto next = remaining_values();
+    stage(next, c);
     consumptions_.emplace_back(c, std::move(source), stamp_clock_.now());
-    remaining_.swap(next); // nothing after the event was recorded can throw
+    store(next); // nothing after the event was recorded can throw
   }
 
   /// `add_consumption` for each, all from `source`. All or nothing: when any of them is refused
   /// (negative, not finite, or overflowing a limit) none is recorded or applied.
   void add_consumptions(const std::vector<consumption_type>& cs, const std::string& source) {
-    auto next = remaining_;
-    std::vector<event_type> events;
-    events.reserve(cs.size());
+    auto next = remaining_values();
+    for (const auto& c : cs)
+      stage(next, c);
     const auto now = stamp_clock_.now();
-    for (const auto& c : cs) {
-      validate_consumption(c);
-      apply(next, c);
-      events.emplace_back(c, source, now);
+    const std::size_t old_size = consumptions_.size();
+    consumptions_.reserve(old_size + cs.size());
+    try {
+      for (const auto& c : cs)
+        consumptions_.emplace_back(c, source, now);
+    } catch (...) { // a string copy ran out of memory: take back what was recorded
+      consumptions_.erase(consumptions_.begin() + static_cast<std::ptrdiff_t>(old_size),
+                          consumptions_.end());
+      throw;
     }
-    consumptions_.reserve(consumptions_.size() + events.size());
-    // Nothing below throws: the capacity is there and events move without allocating.
-    consumptions_.insert(consumptions_.end(), std::make_move_iterator(events.begin()),
-                         std::make_move_iterator(events.end()));
-    remaining_.swap(next);
+    store(next);
   }
 
   /// A new budget with the time left (never negative) and the remaining limits, as council's
@@ -213,7 +298,7 @@ private:
   BasicBudget(Unchecked, duration run_for, std::vector<consumption_type> limits, C clock)
       : clock_(std::move(clock)), stamp_clock_(make_stamp_clock(clock_)), duration_(run_for),
         deadline_(detail::saturating_add(clock_.now(), run_for)), limits_(std::move(limits)),
-        remaining_(limits_) {}
+        remaining_(limits_), held_(limits_.size(), amount_zero<Amount>()) {}
 
   static void validate(duration run_for, const std::vector<consumption_type>& limits) {
     if (run_for < duration::zero())
@@ -238,15 +323,55 @@ private:
           fmt::format("safeguards: cannot consume a negative or non-finite amount: {}", c));
   }
 
-  static bool fits(const consumption_type& limit, const consumption_type& c) {
-    // limit - value >= 0, without the subtraction that could overflow.
-    return !(limit.value() < c.value());
+  // remaining - held - value >= 0, without an arithmetic step that could overflow.
+  bool fits(std::size_t i, const Amount& value) const {
+    auto need = checked_add(held_[i], value);
+    return need && !(remaining_[i].value() < *need);
   }
 
-  static void apply(std::vector<consumption_type>& limits, const consumption_type& c) {
-    for (auto& limit : limits)
-      if (limit.matches(c))
-        limit = limit.with_value(amount_traits<Amount>::sub(limit.value(), c.value()));
+  Amount free_on(std::size_t i) const {
+    // remaining may be far below zero (council lets a limit be overdrawn): saturate, not throw.
+    try {
+      return amount_traits<Amount>::sub(remaining_[i].value(), held_[i]);
+    } catch (const std::overflow_error&) {
+      return remaining_[i].value();
+    }
+  }
+
+  std::optional<refusal_type> refusal(std::size_t i, const Amount& asked) const {
+    // used = given - remaining; the would-be total is used + held + asked (the largest value
+    // the type can add up to, when even that overflows).
+    Amount would_be = asked;
+    try {
+      would_be = amount_traits<Amount>::add(
+          amount_traits<Amount>::add(
+              amount_traits<Amount>::sub(limits_[i].value(), remaining_[i].value()), held_[i]),
+          asked);
+    } catch (const std::overflow_error&) {
+    }
+    return refusal_type{limits_[i], std::move(would_be)};
+  }
+
+  std::vector<Amount> remaining_values() const {
+    std::vector<Amount> values;
+    values.reserve(remaining_.size());
+    for (const auto& limit : remaining_)
+      values.push_back(limit.value());
+    return values;
+  }
+
+  // The values every limit `c` matches would have after it, checked: throws before anything
+  // changes.
+  void stage(std::vector<Amount>& next, const consumption_type& c) const {
+    validate_consumption(c);
+    for (std::size_t i = 0; i < remaining_.size(); ++i)
+      if (remaining_[i].matches(c))
+        next[i] = amount_traits<Amount>::sub(next[i], c.value());
+  }
+
+  void store(std::vector<Amount>& next) noexcept {
+    for (std::size_t i = 0; i < remaining_.size(); ++i)
+      remaining_[i].set_value(std::move(next[i]));
   }
 
   C clock_;
@@ -255,6 +380,7 @@ private:
   time_point deadline_;
   std::vector<consumption_type> limits_;
   std::vector<consumption_type> remaining_;
+  std::vector<Amount> held_; // parallel to remaining_
   std::vector<event_type> consumptions_;
 };
 
@@ -280,6 +406,8 @@ template <BudgetAmount Amount = Decimal, Clock C = std::chrono::steady_clock>
 class BasicSharedBudget {
 public:
   using budget_type = BasicBudget<Amount, C>;
+  using amount_type = Amount;
+  using clock_type = C;
   using consumption_type = typename budget_type::consumption_type;
   using duration = typename budget_type::duration;
   using time_point = typename budget_type::time_point;
@@ -323,6 +451,37 @@ public:
     return state_->budget.can_consume_all(c);
   }
 
+  /// `Budget::available` on the shared limits.
+  std::optional<Amount> available(std::string_view unit, std::string_view kind) const {
+    std::lock_guard lock(state_->mutex);
+    return state_->budget.available(unit, kind);
+  }
+
+  /// `Budget::try_hold` on the shared limits: checked and held in one critical section, so
+  /// holds from several threads never add up to more than a limit has.
+  std::optional<typename budget_type::refusal_type>
+  try_hold(const std::vector<consumption_type>& cs) {
+    std::lock_guard lock(state_->mutex);
+    return state_->budget.try_hold(cs);
+  }
+
+  void release_hold(const std::vector<consumption_type>& cs) noexcept {
+    std::lock_guard lock(state_->mutex);
+    state_->budget.release_hold(cs);
+  }
+
+  void settle_hold(const std::vector<consumption_type>& held,
+                   const std::vector<consumption_type>& actual, const std::string& source) {
+    std::lock_guard lock(state_->mutex);
+    state_->budget.settle_hold(held, actual, source);
+  }
+
+  /// Time until this handle's deadline, zero once it has passed.
+  duration time_left() const {
+    auto left = detail::saturating_sub(deadline_, state_->budget.clock().now());
+    return left < duration::zero() ? duration::zero() : left;
+  }
+
   /// Past this handle's deadline, or some shared limit below zero.
   bool is_expired() const {
     std::lock_guard lock(state_->mutex);
@@ -358,6 +517,7 @@ public:
   }
 
   time_point deadline() const noexcept { return deadline_; }
+  const C& clock() const noexcept { return state_->budget.clock(); }
 
 private:
   struct State {
@@ -374,6 +534,18 @@ using SharedBudget = BasicSharedBudget<Decimal>;
 
 } // namespace v1
 } // namespace safeguards
+
+/// `gpt-4o call limit 10.0 would reach 11.0`.
+template <safeguards::BudgetAmount A>
+struct fmt::formatter<safeguards::BasicLimitRefusal<A>> : fmt::formatter<std::string_view> {
+  template <class FormatContext>
+  auto format(const safeguards::BasicLimitRefusal<A>& r, FormatContext& ctx) const {
+    auto text = fmt::format("{} {} limit {} would reach {}", r.limit.kind(), r.limit.unit(),
+                            safeguards::amount_to_string(r.limit.value()),
+                            safeguards::amount_to_string(r.would_be));
+    return fmt::formatter<std::string_view>::format(text, ctx);
+  }
+};
 
 /// `Budget(expires in 12.5s, limits: [gpt-4o consumption: 800.0 token])`: time left and the
 /// remaining limits.

@@ -32,6 +32,9 @@ inline constexpr std::string_view usd = "USD";
 /// auto c = Consumption::token(1200, "gpt-4o");
 /// fmt::print("{}\n", c);   // gpt-4o consumption: 1200.0 token
 /// ```
+template <BudgetAmount Amount, Clock C>
+class BasicBudget;
+
 template <BudgetAmount Amount = Decimal>
 class BasicConsumption {
 public:
@@ -72,6 +75,11 @@ public:
   friend bool operator==(const BasicConsumption&, const BasicConsumption&) = default;
 
 private:
+  // A budget updates its remaining limits in place: `with_value` would copy both strings.
+  template <BudgetAmount, Clock>
+  friend class BasicBudget;
+  void set_value(Amount value) noexcept { value_ = std::move(value); }
+
   Amount value_;
   std::string unit_;
   std::string kind_;
