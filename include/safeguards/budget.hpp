@@ -20,6 +20,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -122,10 +123,12 @@ public:
               std::vector<event_type> consumptions = {}, C clock = C{})
       : BasicBudget(unchecked, run_for, std::move(limits), std::move(clock)) {
     validate(run_for, limits_);
-    auto next = remaining_values();
-    for (const auto& event : consumptions)
-      stage(next, event.consumption());
-    store(next);
+    auto each = [&](auto&& f) {
+      for (const auto& event : consumptions)
+        f(event.consumption());
+    };
+    check(each);
+    store(each);
     consumptions_ = std::move(consumptions);
   }
 
@@ -193,22 +196,25 @@ public:
   ///   fmt::print("{}\n", *refused);    // gpt-4o call limit 10.0 would reach 11.0
   /// ```
   std::optional<refusal_type> try_hold(const std::vector<consumption_type>& cs) {
-    std::vector<Amount> asked(remaining_.size(), amount_zero<Amount>());
-    for (const auto& c : cs) {
+    for (const auto& c : cs)
       validate_consumption(c);
-      for (std::size_t i = 0; i < remaining_.size(); ++i)
-        if (remaining_[i].matches(c)) {
-          auto sum = checked_add(asked[i], c.value());
-          if (!sum)
-            return refusal(i, c.value());
-          asked[i] = std::move(*sum);
-        }
+    // What `cs` asks of limit i; recomputed rather than stored, so a hold allocates nothing.
+    auto asked = [&](std::size_t i) -> std::optional<Amount> {
+      std::optional<Amount> sum = amount_zero<Amount>();
+      for (const auto& c : cs)
+        if (sum && remaining_[i].matches(c))
+          sum = checked_add(*sum, c.value());
+      return sum;
+    };
+    for (std::size_t i = 0; i < remaining_.size(); ++i) {
+      auto a = asked(i);
+      if (!a)
+        return refusal(i, limits_[i].value()); // more than the type can count: no room
+      if (amount_zero<Amount>() < *a && !fits(i, *a))
+        return refusal(i, *a);
     }
     for (std::size_t i = 0; i < remaining_.size(); ++i)
-      if (amount_zero<Amount>() < asked[i] && !fits(i, asked[i]))
-        return refusal(i, asked[i]);
-    for (std::size_t i = 0; i < remaining_.size(); ++i)
-      held_[i] = amount_traits<Amount>::add(held_[i], asked[i]); // fits() checked the sum
+      held_[i] = amount_traits<Amount>::add(held_[i], *asked(i)); // fits() checked the sum
     return std::nullopt;
   }
 
@@ -233,6 +239,11 @@ public:
     add_consumptions(actual, source);
     release_hold(held);
   }
+  void settle_hold(const std::vector<consumption_type>& held,
+                   std::vector<consumption_type>&& actual, const std::string& source) {
+    add_consumptions(std::move(actual), source);
+    release_hold(held);
+  }
 
   /// What `try_hold` has set aside and not yet released, per limit (parallel to `limits()`).
   const std::vector<Amount>& held() const noexcept { return held_; }
@@ -241,30 +252,22 @@ public:
   /// non-finite value throws `InvalidArgument` (council would silently add budget back); a limit
   /// the amount type cannot hold throws `AmountOverflow`. Either way nothing changes.
   void add_consumption(const consumption_type& c, std::string source) {
-    auto next = remaining_values();
-    stage(next, c);
+    auto each = [&](auto&& f) { f(c); };
+    check(each);
     consumptions_.emplace_back(c, std::move(source), stamp_clock_.now());
-    store(next); // nothing after the event was recorded can throw
+    store(each); // nothing after the event was recorded can throw
   }
 
   /// `add_consumption` for each, all from `source`. All or nothing: when any of them is refused
   /// (negative, not finite, or overflowing a limit) none is recorded or applied.
   void add_consumptions(const std::vector<consumption_type>& cs, const std::string& source) {
-    auto next = remaining_values();
-    for (const auto& c : cs)
-      stage(next, c);
-    const auto now = stamp_clock_.now();
-    const std::size_t old_size = consumptions_.size();
-    consumptions_.reserve(old_size + cs.size());
-    try {
-      for (const auto& c : cs)
-        consumptions_.emplace_back(c, source, now);
-    } catch (...) { // a string copy ran out of memory: take back what was recorded
-      consumptions_.erase(consumptions_.begin() + static_cast<std::ptrdiff_t>(old_size),
-                          consumptions_.end());
-      throw;
-    }
-    store(next);
+    record(cs, source, [](const consumption_type& c) -> const consumption_type& { return c; });
+  }
+
+  /// `add_consumptions` that moves the consumptions into the recorded events instead of copying
+  /// their strings.
+  void add_consumptions(std::vector<consumption_type>&& cs, const std::string& source) {
+    record(cs, source, [](consumption_type& c) -> consumption_type&& { return std::move(c); });
   }
 
   /// A new budget with the time left (never negative) and the remaining limits, as council's
@@ -352,26 +355,60 @@ private:
     return refusal_type{limits_[i], std::move(would_be)};
   }
 
-  std::vector<Amount> remaining_values() const {
-    std::vector<Amount> values;
-    values.reserve(remaining_.size());
-    for (const auto& limit : remaining_)
-      values.push_back(limit.value());
-    return values;
-  }
-
-  // The values every limit `c` matches would have after it, checked: throws before anything
-  // changes.
-  void stage(std::vector<Amount>& next, const consumption_type& c) const {
-    validate_consumption(c);
-    for (std::size_t i = 0; i < remaining_.size(); ++i)
+  // `each(f)` calls `f` on every consumption to apply. The new value of each limit is computed
+  // twice, once to check and once to store, so that applying a batch needs no scratch storage.
+  template <class Each>
+  Amount next_value(std::size_t i, const Each& each) const {
+    Amount v = remaining_[i].value();
+    each([&](const consumption_type& c) {
       if (remaining_[i].matches(c))
-        next[i] = amount_traits<Amount>::sub(next[i], c.value());
+        v = amount_traits<Amount>::sub(v, c.value());
+    });
+    return v;
   }
 
-  void store(std::vector<Amount>& next) noexcept {
+  // Throws, before anything changes, for a negative or non-finite consumption or a limit the
+  // amount type cannot hold.
+  template <class Each>
+  void check(const Each& each) const {
+    each([](const consumption_type& c) { validate_consumption(c); });
     for (std::size_t i = 0; i < remaining_.size(); ++i)
-      remaining_[i].set_value(std::move(next[i]));
+      std::ignore = next_value(i, each);
+  }
+
+  // Only after `check`: the same arithmetic cannot fail the second time.
+  template <class Each>
+  void store(const Each& each) noexcept {
+    for (std::size_t i = 0; i < remaining_.size(); ++i)
+      remaining_[i].set_value(next_value(i, each));
+  }
+
+  // Records `cs` as events (through `take`, which copies or moves each), then applies them.
+  template <class Vector, class Take>
+  void record(Vector& cs, const std::string& source, Take take) {
+    check([&](auto&& f) {
+      for (const auto& c : cs)
+        f(c);
+    });
+    const std::size_t old_size = consumptions_.size();
+    const auto now = stamp_clock_.now();
+    // Grown geometrically: reserving exactly the new size would reallocate on every call and
+    // make a long run's recording quadratic.
+    if (consumptions_.capacity() < old_size + cs.size())
+      consumptions_.reserve(std::max(old_size + cs.size(), 2 * consumptions_.capacity()));
+    try { // only a string copy running out of memory can throw here
+      for (auto& c : cs)
+        consumptions_.emplace_back(take(c), source, now);
+    } catch (...) {
+      consumptions_.erase(consumptions_.begin() + static_cast<std::ptrdiff_t>(old_size),
+                          consumptions_.end());
+      throw;
+    }
+    // From the recorded events: a moved-from `cs` has no unit or kind left to match.
+    store([&](auto&& f) {
+      for (std::size_t k = old_size; k < consumptions_.size(); ++k)
+        f(consumptions_[k].consumption());
+    });
   }
 
   C clock_;
@@ -474,6 +511,11 @@ public:
                    const std::vector<consumption_type>& actual, const std::string& source) {
     std::lock_guard lock(state_->mutex);
     state_->budget.settle_hold(held, actual, source);
+  }
+  void settle_hold(const std::vector<consumption_type>& held,
+                   std::vector<consumption_type>&& actual, const std::string& source) {
+    std::lock_guard lock(state_->mutex);
+    state_->budget.settle_hold(held, std::move(actual), source);
   }
 
   /// Time until this handle's deadline, zero once it has passed.

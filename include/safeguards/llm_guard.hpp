@@ -274,6 +274,7 @@ private:
   AgentId agent_{};
   const ModelPrice* price_ = nullptr;
   std::string model_;
+  std::string prompt_kind_, completion_kind_, total_kind_; // built once, copied into records
   std::string source_;
   std::vector<Consumption> holds_;
   Reservation reservation_;
@@ -397,6 +398,11 @@ BasicLlmCallGuard<Run, Coordinator>::BasicLlmCallGuard(const context_type& ctx)
     throw InvalidArgument(fmt::format(
         "safeguards: a guarded call of \"{}\" charged to an agent needs a price table", model_));
   source_ = ctx.source.empty() ? model_ : ctx.source;
+  if (run_) {
+    prompt_kind_ = llm_kinds::prompt_tokens(model_);
+    completion_kind_ = llm_kinds::completion_tokens(model_);
+    total_kind_ = llm_kinds::total_tokens(model_);
+  }
   if (coord_) {
     try {
       source_ = coord_->agent_name(agent_); // events name the agent that paid
@@ -471,14 +477,11 @@ auto BasicLlmCallGuard<Run, Coordinator>::try_take(const LlmRequest& request, bo
     };
     if (auto a = run_->available(units::call, model_); a && *a < Decimal(1))
       room = false;
-    const std::string prompt_kind = llm_kinds::prompt_tokens(model_);
-    const std::string completion_kind = llm_kinds::completion_tokens(model_);
-    const std::string total_kind = llm_kinds::total_tokens(model_);
-    if (auto a = tokens(prompt_kind); a && detail::floor_tokens(*a) < prompt)
+    if (auto a = tokens(prompt_kind_); a && detail::floor_tokens(*a) < prompt)
       room = false;
-    if (auto a = tokens(completion_kind))
+    if (auto a = tokens(completion_kind_))
       n = std::min(n, detail::floor_tokens(*a));
-    if (auto a = tokens(total_kind))
+    if (auto a = tokens(total_kind_))
       n = std::min(n, detail::floor_tokens(*a) - prompt);
     if (price_)
       if (auto a = run_->available(units::usd, model_))
@@ -502,9 +505,9 @@ auto BasicLlmCallGuard<Run, Coordinator>::try_take(const LlmRequest& request, bo
     holds_.clear();
     holds_.reserve(5);
     holds_.push_back(Consumption::call(Decimal(1), model_));
-    holds_.push_back(Consumption::token(detail::tokens_amount(prompt), prompt_kind));
-    holds_.push_back(Consumption::token(detail::tokens_amount(n), completion_kind));
-    holds_.push_back(Consumption::token(detail::tokens_amount(prompt + n), total_kind));
+    holds_.push_back(Consumption::token(detail::tokens_amount(prompt), prompt_kind_));
+    holds_.push_back(Consumption::token(detail::tokens_amount(n), completion_kind_));
+    holds_.push_back(Consumption::token(detail::tokens_amount(prompt + n), total_kind_));
     if (price_)
       holds_.push_back(Consumption::cost(reserved_cost_, model_));
     if (auto refused = run_->try_hold(holds_)) {
@@ -708,15 +711,13 @@ LlmCallRecord BasicLlmCallGuard<Run, Coordinator>::finish(LlmUsage usage) {
     actual.reserve(6);
     actual.push_back(Consumption::call(Decimal(1), model_));
     actual.push_back(Consumption::duration(record.seconds, model_));
-    actual.push_back(Consumption::token(detail::tokens_amount(usage.prompt_tokens),
-                                        llm_kinds::prompt_tokens(model_)));
-    actual.push_back(Consumption::token(detail::tokens_amount(usage.completion_tokens),
-                                        llm_kinds::completion_tokens(model_)));
-    actual.push_back(Consumption::token(detail::tokens_amount(usage.total_tokens()),
-                                        llm_kinds::total_tokens(model_)));
+    actual.push_back(Consumption::token(detail::tokens_amount(usage.prompt_tokens), prompt_kind_));
+    actual.push_back(
+        Consumption::token(detail::tokens_amount(usage.completion_tokens), completion_kind_));
+    actual.push_back(Consumption::token(detail::tokens_amount(usage.total_tokens()), total_kind_));
     if (price_)
       actual.push_back(Consumption::cost(record.cost, model_));
-    run_->settle_hold(holds_, actual, source_);
+    run_->settle_hold(holds_, std::move(actual), source_);
   }
   if (coord_) {
     CommitResult last = reservation_.commit(record.cost);
@@ -755,6 +756,9 @@ void BasicLlmCallGuard<Run, Coordinator>::take(BasicLlmCallGuard& other) noexcep
   agent_ = other.agent_;
   price_ = other.price_;
   model_ = std::move(other.model_);
+  prompt_kind_ = std::move(other.prompt_kind_);
+  completion_kind_ = std::move(other.completion_kind_);
+  total_kind_ = std::move(other.total_kind_);
   source_ = std::move(other.source_);
   holds_ = std::move(other.holds_);
   reservation_ = std::move(other.reservation_);

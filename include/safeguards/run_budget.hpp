@@ -29,6 +29,7 @@ concept RunBudget = std::same_as<typename B::amount_type, Decimal> &&
   { b.try_hold(cs) } -> std::same_as<std::optional<BasicLimitRefusal<Decimal>>>;
   b.release_hold(cs);
   b.settle_hold(cs, cs, source);
+  b.settle_hold(cs, std::vector<typename B::consumption_type>{}, source);
 };
 
 static_assert(RunBudget<Budget>);
