@@ -477,3 +477,24 @@ TEST_CASE("a Budget's events are ConsumptionEvents stamped with wall time",
   // Deadlines stay on the steady clock.
   static_assert(std::is_same_v<Budget::time_point, std::chrono::steady_clock::time_point>);
 }
+
+TEST_CASE("a long run's event log grows geometrically, not one call at a time") {
+  // Reserving exactly the new size on every batch made recording quadratic.
+  ManualClock clock;
+  BasicBudget<Decimal, ManualClock> run(std::chrono::hours(1), {}, {}, clock);
+  std::vector<Consumption> batch{Consumption::call(1, "m"), Consumption::token(5, "m")};
+  int reallocations = 0;
+  auto capacity = run.consumptions().capacity();
+  for (int i = 0; i < 10'000; ++i) {
+    if (i % 2 == 0)
+      run.add_consumptions(batch, "a");
+    else
+      run.add_consumption(Consumption::call(1, "m"), "a");
+    if (run.consumptions().capacity() != capacity) {
+      ++reallocations;
+      capacity = run.consumptions().capacity();
+    }
+  }
+  CHECK(run.consumptions().size() == 15'000);
+  CHECK(reallocations < 40);
+}
