@@ -526,3 +526,21 @@ TEST_CASE("Budget holds: room set aside counts as taken, release and settle give
   CHECK_THROWS_AS(run.try_hold({Consumption::token(-1, "m")}), InvalidArgument);
   CHECK_FALSE(run.available("token", "other"));
 }
+
+TEST_CASE("usage deltas add up; a delta is checked against the running total") {
+  World w;
+  Guard g(w.ctx(), {.prompt_tokens = 100, .max_completion_tokens = 50});
+  g.add_usage({.prompt_tokens = 100});
+  g.add_usage({.cached_prompt_tokens = 60}); // cached part of the prompt reported earlier
+  g.add_usage({.completion_tokens = 10, .reasoning_tokens = 4});
+  CHECK_THROWS_AS(g.add_usage({.cached_prompt_tokens = 50}), InvalidArgument); // 110 > 100
+  CHECK_THROWS_AS(g.add_usage({.completion_tokens = -1}), InvalidArgument);
+  auto u = g.reported_usage();
+  CHECK(u.prompt_tokens == 100);
+  CHECK(u.cached_prompt_tokens == 60);
+  CHECK(u.completion_tokens == 10);
+  CHECK(u.reasoning_tokens == 4);
+  auto rec = g.commit_reported();
+  // 40 × 2.5 + 60 × 1.25 + 10 × 10 per million = 0.000275
+  CHECK(rec.cost == Decimal("0.000275"));
+}

@@ -430,7 +430,7 @@ auto BasicLlmCallGuard<Run, Coordinator>::try_begin(const context_type& ctx,
   // so retrying is lock-free. The bound only guards against a limit that never settles.
   constexpr int max_tries = 64;
   for (int attempt = 1;; ++attempt) {
-    Step step = g.try_take(r, attempt == max_tries);
+    Step step = g.try_take(r, attempt >= max_tries);
     if (step == Step::retry)
       continue;
     if (step == Step::granted) {
@@ -469,8 +469,7 @@ auto BasicLlmCallGuard<Run, Coordinator>::try_take(const LlmRequest& request, bo
         refusal_ = run_refusal(*refused);
         return Step::refused;
       }
-      run_->release_hold(probe);
-      return Step::retry;
+      run_->release_hold(probe); // time came back since the read: go on
     }
     const auto tokens = [&](const std::string& kind) {
       return run_->available(units::token, kind);
@@ -633,7 +632,10 @@ void BasicLlmCallGuard<Run, Coordinator>::require_active(const char* what) const
 template <RunBudget Run, class Coordinator>
 void BasicLlmCallGuard<Run, Coordinator>::add_usage(const LlmUsage& delta) {
   require_active("add_usage");
-  validate_usage(delta);
+  if (delta.prompt_tokens < 0 || delta.completion_tokens < 0 || delta.cached_prompt_tokens < 0 ||
+      delta.reasoning_tokens < 0)
+    throw InvalidArgument(
+        fmt::format("safeguards: a usage delta for \"{}\" cannot be negative: {}", model_, delta));
   LlmUsage next = reported_;
   auto add = [&](std::int64_t& total, std::int64_t d) {
     if (d > detail::max_llm_tokens - total)
@@ -648,6 +650,7 @@ void BasicLlmCallGuard<Run, Coordinator>::add_usage(const LlmUsage& delta) {
   add(next.reasoning_tokens, delta.reasoning_tokens);
   if (!delta.model.empty())
     next.model = delta.model;
+  validate_usage(next); // a delta may bring cached tokens of a prompt reported earlier
   if (coord_ && price_) {
     LlmUsage priced = next;
     if (priced.prompt_tokens == 0 && priced.completion_tokens > 0)
