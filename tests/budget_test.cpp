@@ -498,3 +498,16 @@ TEST_CASE("a long run's event log grows geometrically, not one call at a time") 
   CHECK(run.consumptions().size() == 15'000);
   CHECK(reallocations < 40);
 }
+
+TEST_CASE("a snapshot's accessors return by value, so a range-for over them does not dangle") {
+  SharedBudget shared{Budget{std::chrono::seconds(10), {Consumption::call(3, "m")}}};
+  shared.add_consumption(Consumption::call(1, "m"), "a");
+  static_assert(!std::is_reference_v<decltype(shared.snapshot().consumptions())>);
+  static_assert(std::is_reference_v<decltype(std::declval<const Budget&>().consumptions())>);
+  int n = 0;
+  for (const auto& e : shared.snapshot().consumptions())
+    n += e.source() == "a" ? 1 : 0;
+  for (const auto& l : shared.snapshot().remaining_limits())
+    CHECK(l.value() == Decimal(2));
+  CHECK(n == 1);
+}

@@ -246,7 +246,8 @@ public:
   }
 
   /// What `try_hold` has set aside and not yet released, per limit (parallel to `limits()`).
-  const std::vector<Amount>& held() const noexcept { return held_; }
+  const std::vector<Amount>& held() const& noexcept { return held_; }
+  std::vector<Amount> held() && noexcept { return std::move(held_); }
 
   /// Records `c` from `source` and subtracts it from every matching limit. A negative or
   /// non-finite value throws `InvalidArgument` (council would silently add budget back); a limit
@@ -281,11 +282,16 @@ public:
   }
 
   /// The limits as given.
-  const std::vector<consumption_type>& limits() const noexcept { return limits_; }
+  const std::vector<consumption_type>& limits() const& noexcept { return limits_; }
+  // On a temporary (`shared.snapshot().consumptions()`) the accessors return by value: a
+  // reference into the temporary would dangle in a range-for.
+  std::vector<consumption_type> limits() && noexcept { return std::move(limits_); }
   /// The limits as they stand now: given value minus what was consumed against each.
-  const std::vector<consumption_type>& remaining_limits() const noexcept { return remaining_; }
+  const std::vector<consumption_type>& remaining_limits() const& noexcept { return remaining_; }
+  std::vector<consumption_type> remaining_limits() && noexcept { return std::move(remaining_); }
   /// Every consumption recorded, oldest first.
-  const std::vector<event_type>& consumptions() const noexcept { return consumptions_; }
+  const std::vector<event_type>& consumptions() const& noexcept { return consumptions_; }
+  std::vector<event_type> consumptions() && noexcept { return std::move(consumptions_); }
   time_point deadline() const noexcept { return deadline_; }
   /// The duration the budget was created with.
   duration run_duration() const noexcept { return duration_; }

@@ -214,6 +214,8 @@ public:
   /// The most completion tokens the call may produce: what was asked, cut to what the token
   /// limits and the money allow. Pass it as the request's `max_tokens`.
   std::int64_t max_output_tokens() const noexcept { return allowance_; }
+  /// The model the call was checked, reserved and will be priced for (the context's).
+  const std::string& model() const noexcept { return model_; }
   /// The prompt size the guard reserved for.
   std::int64_t prompt_estimate() const noexcept { return prompt_estimate_; }
   /// The money set aside for the call (prompt estimate plus `max_output_tokens()`).
