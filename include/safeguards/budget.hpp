@@ -184,8 +184,9 @@ public:
 
   /// Sets `cs` aside on every limit they match, without consuming it, if every matching limit
   /// can take all of it on top of what is already held; otherwise holds nothing and returns
-  /// the first limit that refused. A hold is what a call may spend: `can_consume`, `try_consume`
-  /// and other holds see it as taken, `is_expired` and `remaining_limits` do not. Give it back
+  /// the first limit that refused. A hold is what a call may spend: `can_consume`,
+  /// `can_consume_all`, `SharedBudget::try_consume` and other holds see it as taken, `is_expired`
+  /// and `remaining_limits` do not. Give it back
   /// with `release_hold`, or turn it into consumption with `settle_hold`. A negative or
   /// non-finite amount throws `InvalidArgument`.
   ///

@@ -154,7 +154,8 @@ using LlmCallContext = BasicLlmCallContext<>;
 /// Nothing the call may use can be taken by another call in the meantime: the run budget holds
 /// the call, the tokens and the cost (`Budget::try_hold`), the agent's account reserves the cost.
 /// So calls from several threads never exceed a token, call or money limit together, as long as
-/// each model keeps to the `max_tokens` it was given.
+/// each model keeps to the `max_tokens` it was given and no prompt is larger than its estimate
+/// (what is used beyond what was held is still recorded: count prompts, or estimate from above).
 ///
 /// A guard that is destroyed without `commit` (the call threw, the stream was cut) records what
 /// was reported so far (`add_usage`, `add_output_tokens`; the prompt estimate once any output
