@@ -488,22 +488,24 @@ auto BasicLlmCallGuard<Run, Coordinator>::try_take(const LlmRequest& request, bo
     if (price_)
       if (auto a = run_->available(units::usd, model_))
         n = std::min(n, afford(*a));
-    if (coord_) {
-      try {
-        n = std::min(n, afford(coord_->get_budget(agent_)));
-      } catch (const UnknownAgent&) {
-        refusal_ = money_refusal(ConsumeStatus::unknown_agent);
-        return Step::refused;
-      }
+  }
+  if (coord_) {
+    try {
+      n = std::min(n, afford(coord_->get_budget(agent_)));
+    } catch (const UnknownAgent&) {
+      refusal_ = money_refusal(ConsumeStatus::unknown_agent);
+      return Step::refused;
     }
-    if (n < request.min_completion_tokens) {
-      room = false;
-      n = request.min_completion_tokens; // to have the hold or the reservation name the limit
-    }
-    allowance_ = n;
-    reserved_cost_ =
-        price_ ? cost(*price_, {.model = model_, .prompt_tokens = prompt, .completion_tokens = n})
-               : Decimal();
+  }
+  if (n < request.min_completion_tokens) {
+    room = false;
+    n = request.min_completion_tokens; // to have the hold or the reservation name the limit
+  }
+  allowance_ = n;
+  reserved_cost_ =
+      price_ ? cost(*price_, {.model = model_, .prompt_tokens = prompt, .completion_tokens = n})
+             : Decimal();
+  if (run_) {
     holds_.clear();
     holds_.reserve(5);
     holds_.push_back(Consumption::call(Decimal(1), model_));
@@ -519,23 +521,6 @@ auto BasicLlmCallGuard<Run, Coordinator>::try_take(const LlmRequest& request, bo
       holds_.clear();
       return Step::refused;
     }
-  } else {
-    if (coord_) {
-      try {
-        n = std::min(n, afford(coord_->get_budget(agent_)));
-      } catch (const UnknownAgent&) {
-        refusal_ = money_refusal(ConsumeStatus::unknown_agent);
-        return Step::refused;
-      }
-    }
-    if (n < request.min_completion_tokens) {
-      room = false;
-      n = request.min_completion_tokens;
-    }
-    allowance_ = n;
-    reserved_cost_ =
-        price_ ? cost(*price_, {.model = model_, .prompt_tokens = prompt, .completion_tokens = n})
-               : Decimal();
   }
   if (coord_) {
     // At least a micro-dollar, so that a free call still has a reservation to settle and the
