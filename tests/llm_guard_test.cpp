@@ -1,11 +1,13 @@
 // LlmCallGuard and guarded_call: every refusal, the exact boundaries of max_output_tokens, what a
 // call records (council's consumptions, the agent's money), exceptions inside the call, streams
 // cut off at the limit. Time is a ManualClock.
+#include <array>
 #include <catch2/catch.hpp>
 #include <cstdint>
 #include <safeguards/llm_guard.hpp>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 using namespace safeguards;
@@ -505,26 +507,55 @@ TEST_CASE("a free model still reserves a micro-dollar, so monitors and empty acc
 TEST_CASE("Budget holds: room set aside counts as taken, release and settle give it back") {
   ManualClock clock;
   Run run(10s, {Consumption::token(100, "m"), Consumption::token(80, "m")}, {}, clock);
-  std::vector<Consumption> hold{Consumption::token(60, "m")};
+  auto views = [](std::int64_t n) {
+    return std::array{ConsumptionView(Decimal(n), units::token, "m")};
+  };
+  const auto hold = views(60);
   REQUIRE_FALSE(run.try_hold(hold));
   CHECK(*run.available("token", "m") == Decimal(20));
   CHECK_FALSE(run.can_consume_all(Consumption::token(21, "m")));
   CHECK_FALSE(run.can_consume(Consumption::token(41, "m")));
-  auto refused = run.try_hold({Consumption::token(30, "m")});
+  auto refused = run.try_hold(views(30));
   REQUIRE(refused);
   CHECK(refused->limit == Consumption::token(80, "m"));
   CHECK(refused->would_be == Decimal(90));
   CHECK(fmt::format("{}", *refused) == "m token limit 80.0 would reach 90.0");
   CHECK(run.held() == std::vector<Decimal>{Decimal(60), Decimal(60)}); // the refusal held nothing
-  run.settle_hold(hold, {Consumption::token(50, "m")}, "call");
+  run.settle_hold(hold, views(50), "call");
   CHECK(run.held() == std::vector<Decimal>{Decimal(0), Decimal(0)});
   CHECK(*run.available("token", "m") == Decimal(30));
+  REQUIRE(run.consumptions().size() == 1);
+  CHECK(run.consumptions()[0].consumption() == Consumption::token(50, "m"));
+  CHECK(run.consumptions()[0].source() == "call");
   CHECK_FALSE(run.is_expired());
   // releasing more than is held cannot make room that was never there
-  run.release_hold({Consumption::token(1000, "m")});
+  run.release_hold(views(1000));
   CHECK(*run.available("token", "m") == Decimal(30));
-  CHECK_THROWS_AS(run.try_hold({Consumption::token(-1, "m")}), InvalidArgument);
+  CHECK_THROWS_AS(run.try_hold(views(-1)), InvalidArgument);
   CHECK_FALSE(run.available("token", "other"));
+  // A hold from a Consumption views its strings; a view of a temporary would dangle.
+  static_assert(std::is_constructible_v<ConsumptionView, const Consumption&>);
+  static_assert(!std::is_constructible_v<ConsumptionView, Consumption&&>);
+  const Consumption owned = Consumption::token(5, "m");
+  const std::array from_owned{ConsumptionView(owned)};
+  REQUIRE_FALSE(run.try_hold(from_owned));
+  CHECK(*run.available("token", "m") == Decimal(25));
+}
+
+TEST_CASE("atomically: reads and a hold as one step, on a Budget and a SharedBudget") {
+  ManualClock clock;
+  auto hold_what_is_left = [](auto& b) {
+    auto left = b.available(units::token, "m");
+    const std::array all{ConsumptionView(*left, units::token, "m")};
+    return !b.try_hold(all);
+  };
+  Run run(10s, {Consumption::token(100, "m")}, {}, clock);
+  CHECK(run.atomically(hold_what_is_left));
+  CHECK(*run.available("token", "m") == Decimal(0));
+  Shared shared(Run(10s, {Consumption::token(70, "m")}, {}, clock));
+  CHECK(shared.atomically(hold_what_is_left));
+  CHECK(*shared.available("token", "m") == Decimal(0));
+  CHECK_FALSE(shared.try_consume(Consumption::token(1, "m"), "other"));
 }
 
 TEST_CASE("usage deltas add up; a delta is checked against the running total") {

@@ -17,6 +17,7 @@
 #include <safeguards/clock.hpp>
 #include <safeguards/consumption.hpp>
 #include <safeguards/errors.hpp>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -111,6 +112,7 @@ public:
   using duration = typename C::duration;
   using time_point = typename C::time_point;
   using consumption_type = BasicConsumption<Amount>;
+  using consumption_view = BasicConsumptionView<Amount>;
   /// The clock events are stamped with.
   using event_clock = timestamp_clock_t<C>;
   using event_type = BasicConsumptionEvent<Amount, event_clock>;
@@ -125,7 +127,7 @@ public:
     validate(run_for, limits_);
     auto each = [&](auto&& f) {
       for (const auto& event : consumptions)
-        f(event.consumption());
+        f(consumption_view(event.consumption()));
     };
     check(each);
     store(each);
@@ -186,24 +188,24 @@ public:
   /// can take all of it on top of what is already held; otherwise holds nothing and returns
   /// the first limit that refused. A hold is what a call may spend: `can_consume`,
   /// `can_consume_all`, `SharedBudget::try_consume` and other holds see it as taken, `is_expired`
-  /// and `remaining_limits` do not. Give it back
-  /// with `release_hold`, or turn it into consumption with `settle_hold`. A negative or
-  /// non-finite amount throws `InvalidArgument`.
+  /// and `remaining_limits` do not. Give it back with `release_hold`, or turn it into
+  /// consumption with `settle_hold`. A negative or non-finite amount throws `InvalidArgument`.
+  /// Allocates nothing.
   ///
   /// **Example**
   /// ```
-  /// std::vector<Consumption> call{Consumption::call(1, "gpt-4o")};
+  /// std::array<ConsumptionView, 1> call{ConsumptionView(Decimal(1), units::call, "gpt-4o")};
   /// if (auto refused = run.try_hold(call))
   ///   fmt::print("{}\n", *refused);    // gpt-4o call limit 10.0 would reach 11.0
   /// ```
-  std::optional<refusal_type> try_hold(const std::vector<consumption_type>& cs) {
+  std::optional<refusal_type> try_hold(std::span<const consumption_view> cs) {
     for (const auto& c : cs)
       validate_consumption(c);
     // What `cs` asks of limit i; recomputed rather than stored, so a hold allocates nothing.
     auto asked = [&](std::size_t i) -> std::optional<Amount> {
       std::optional<Amount> sum = amount_zero<Amount>();
       for (const auto& c : cs)
-        if (sum && remaining_[i].matches(c))
+        if (sum && c.counts_against(remaining_[i]))
           sum = checked_add(*sum, c.value());
       return sum;
     };
@@ -221,12 +223,12 @@ public:
 
   /// Gives back a hold (or part of one). What is released never exceeds what is held on a limit,
   /// so a mismatched release cannot create room that was never there.
-  void release_hold(const std::vector<consumption_type>& cs) noexcept {
+  void release_hold(std::span<const consumption_view> cs) noexcept {
     for (const auto& c : cs) {
       if (!(amount_zero<Amount>() < c.value()))
         continue;
       for (std::size_t i = 0; i < remaining_.size(); ++i)
-        if (remaining_[i].matches(c))
+        if (c.counts_against(remaining_[i]))
           held_[i] = c.value() < held_[i] ? amount_traits<Amount>::sub(held_[i], c.value())
                                           : amount_zero<Amount>();
     }
@@ -235,15 +237,17 @@ public:
   /// Records `actual` from `source` (as `add_consumptions`) and releases `held`, in one step:
   /// what a held call really used replaces what was set aside for it. All or nothing: if
   /// `actual` is refused, the hold stays too.
-  void settle_hold(const std::vector<consumption_type>& held,
-                   const std::vector<consumption_type>& actual, const std::string& source) {
-    add_consumptions(actual, source);
+  void settle_hold(std::span<const consumption_view> held, std::span<const consumption_view> actual,
+                   const std::string& source) {
+    record(actual, source, [](const consumption_view& c) { return c.to_consumption(); });
     release_hold(held);
   }
-  void settle_hold(const std::vector<consumption_type>& held,
-                   std::vector<consumption_type>&& actual, const std::string& source) {
-    add_consumptions(std::move(actual), source);
-    release_hold(held);
+
+  /// Calls `f(*this)` and returns its result: with `SharedBudget::atomically`, code that reads
+  /// several limits and then holds what they allow is written once for both.
+  template <class F>
+  decltype(auto) atomically(F&& f) {
+    return std::forward<F>(f)(*this);
   }
 
   /// What `try_hold` has set aside and not yet released, per limit (parallel to `limits()`).
@@ -254,7 +258,7 @@ public:
   /// non-finite value throws `InvalidArgument` (council would silently add budget back); a limit
   /// the amount type cannot hold throws `AmountOverflow`. Either way nothing changes.
   void add_consumption(const consumption_type& c, std::string source) {
-    auto each = [&](auto&& f) { f(c); };
+    auto each = [&](auto&& f) { f(consumption_view(c)); };
     check(each);
     consumptions_.emplace_back(c, std::move(source), stamp_clock_.now());
     store(each); // nothing after the event was recorded can throw
@@ -327,10 +331,10 @@ private:
       return event_clock{};
   }
 
-  static void validate_consumption(const consumption_type& c) {
+  static void validate_consumption(const consumption_view& c) {
     if (c.value() < amount_zero<Amount>() || !amount_is_finite(c.value()))
-      throw InvalidArgument(
-          fmt::format("safeguards: cannot consume a negative or non-finite amount: {}", c));
+      throw InvalidArgument(fmt::format(
+          "safeguards: cannot consume a negative or non-finite amount: {}", c.to_consumption()));
   }
 
   // remaining - held - value >= 0, without an arithmetic step that could overflow.
@@ -367,8 +371,8 @@ private:
   template <class Each>
   Amount next_value(std::size_t i, const Each& each) const {
     Amount v = remaining_[i].value();
-    each([&](const consumption_type& c) {
-      if (remaining_[i].matches(c))
+    each([&](const consumption_view& c) {
+      if (c.counts_against(remaining_[i]))
         v = amount_traits<Amount>::sub(v, c.value());
     });
     return v;
@@ -378,7 +382,7 @@ private:
   // amount type cannot hold.
   template <class Each>
   void check(const Each& each) const {
-    each([](const consumption_type& c) { validate_consumption(c); });
+    each([](const consumption_view& c) { validate_consumption(c); });
     for (std::size_t i = 0; i < remaining_.size(); ++i)
       std::ignore = next_value(i, each);
   }
@@ -391,11 +395,11 @@ private:
   }
 
   // Records `cs` as events (through `take`, which copies or moves each), then applies them.
-  template <class Vector, class Take>
-  void record(Vector& cs, const std::string& source, Take take) {
+  template <class Range, class Take>
+  void record(Range& cs, const std::string& source, Take take) {
     check([&](auto&& f) {
       for (const auto& c : cs)
-        f(c);
+        f(consumption_view(c));
     });
     const std::size_t old_size = consumptions_.size();
     const auto now = stamp_clock_.now();
@@ -414,7 +418,7 @@ private:
     // From the recorded events: a moved-from `cs` has no unit or kind left to match.
     store([&](auto&& f) {
       for (std::size_t k = old_size; k < consumptions_.size(); ++k)
-        f(consumptions_[k].consumption());
+        f(consumption_view(consumptions_[k].consumption()));
     });
   }
 
@@ -453,6 +457,7 @@ public:
   using amount_type = Amount;
   using clock_type = C;
   using consumption_type = typename budget_type::consumption_type;
+  using consumption_view = typename budget_type::consumption_view;
   using duration = typename budget_type::duration;
   using time_point = typename budget_type::time_point;
 
@@ -503,26 +508,37 @@ public:
 
   /// `Budget::try_hold` on the shared limits: checked and held in one critical section, so
   /// holds from several threads never add up to more than a limit has.
-  std::optional<typename budget_type::refusal_type>
-  try_hold(const std::vector<consumption_type>& cs) {
+  std::optional<typename budget_type::refusal_type> try_hold(std::span<const consumption_view> cs) {
     std::lock_guard lock(state_->mutex);
     return state_->budget.try_hold(cs);
   }
 
-  void release_hold(const std::vector<consumption_type>& cs) noexcept {
+  void release_hold(std::span<const consumption_view> cs) noexcept {
     std::lock_guard lock(state_->mutex);
     state_->budget.release_hold(cs);
   }
 
-  void settle_hold(const std::vector<consumption_type>& held,
-                   const std::vector<consumption_type>& actual, const std::string& source) {
+  void settle_hold(std::span<const consumption_view> held, std::span<const consumption_view> actual,
+                   const std::string& source) {
     std::lock_guard lock(state_->mutex);
     state_->budget.settle_hold(held, actual, source);
   }
-  void settle_hold(const std::vector<consumption_type>& held,
-                   std::vector<consumption_type>&& actual, const std::string& source) {
+
+  /// Calls `f(budget)` on the shared budget with every other thread's call on it kept out, and
+  /// returns its result: several reads and a hold that depends on them, as one step. `f` must not
+  /// call this shared budget (or a copy or child of it) again: that would deadlock.
+  ///
+  /// **Example**
+  /// ```
+  /// bool held = run.atomically([&](Budget& b) {
+  ///   auto left = b.available(units::token, "gpt-4o");
+  ///   ... // hold what `left` allows
+  /// });
+  /// ```
+  template <class F>
+  decltype(auto) atomically(F&& f) {
     std::lock_guard lock(state_->mutex);
-    state_->budget.settle_hold(held, std::move(actual), source);
+    return std::forward<F>(f)(state_->budget);
   }
 
   /// Time until this handle's deadline, zero once it has passed.

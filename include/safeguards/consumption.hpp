@@ -9,6 +9,7 @@
 #include <safeguards/clock.hpp>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 
 namespace safeguards {
@@ -85,6 +86,51 @@ private:
   std::string kind_;
 };
 
+/// A consumption whose unit and kind refer to strings owned elsewhere, as `std::string_view`
+/// refers to a string: what `Budget::try_hold` and `settle_hold` take, so that a guarded model
+/// call asks for room without building a string. Converts from a `Consumption` that outlives it
+/// (not from a temporary one).
+///
+/// **Example**
+/// ```
+/// const std::string kind = "gpt-4o:total_tokens";
+/// std::array<ConsumptionView, 1> held{ConsumptionView(Decimal(1500), units::token, kind)};
+/// run.try_hold(held);
+/// ```
+template <BudgetAmount Amount = Decimal>
+class BasicConsumptionView {
+public:
+  using amount_type = Amount;
+
+  BasicConsumptionView(Amount value, std::string_view unit,
+                       std::string_view kind) noexcept(std::is_nothrow_move_constructible_v<Amount>)
+      : value_(std::move(value)), unit_(unit), kind_(kind) {}
+  // NOLINTNEXTLINE(google-explicit-constructor): a view of a consumption, as string_view is
+  BasicConsumptionView(const BasicConsumption<Amount>& c)
+      : value_(c.value()), unit_(c.unit()), kind_(c.kind()) {}
+  // A view of a temporary would dangle at the end of the statement that made it.
+  BasicConsumptionView(const BasicConsumption<Amount>&&) = delete;
+
+  const Amount& value() const noexcept { return value_; }
+  std::string_view unit() const noexcept { return unit_; }
+  std::string_view kind() const noexcept { return kind_; }
+
+  /// True when this counts against `limit`: same unit and same kind.
+  bool counts_against(const BasicConsumption<Amount>& limit) const noexcept {
+    return unit_ == limit.unit() && kind_ == limit.kind();
+  }
+
+  /// An owning copy, for a record that outlives the strings viewed.
+  BasicConsumption<Amount> to_consumption() const {
+    return {value_, std::string(unit_), std::string(kind_)};
+  }
+
+private:
+  Amount value_;
+  std::string_view unit_;
+  std::string_view kind_;
+};
+
 /// A consumption as it happened: what, from which source, and when (by `Clock`: wall time by
 /// default, like every record the library makes; see `timestamp_clock`).
 template <BudgetAmount Amount = Decimal, Clock C = std::chrono::system_clock>
@@ -111,6 +157,7 @@ private:
 };
 
 using Consumption = BasicConsumption<Decimal>;
+using ConsumptionView = BasicConsumptionView<Decimal>;
 using ConsumptionEvent = BasicConsumptionEvent<Decimal>;
 
 namespace detail {

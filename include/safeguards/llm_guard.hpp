@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <fmt/format.h>
@@ -20,6 +21,7 @@
 #include <safeguards/llm_usage.hpp>
 #include <safeguards/price_table.hpp>
 #include <safeguards/run_budget.hpp>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -33,15 +35,21 @@ inline namespace v1 {
 
 /// The token kinds a guarded call records, council-style: `<model>:prompt_tokens` and so on.
 /// A run budget limits them with e.g. `Consumption::token(50'000, "gpt-4o:total_tokens")`.
+namespace detail {
+inline constexpr std::string_view prompt_suffix = ":prompt_tokens";
+inline constexpr std::string_view completion_suffix = ":completion_tokens";
+inline constexpr std::string_view total_suffix = ":total_tokens";
+} // namespace detail
+
 namespace llm_kinds {
 inline std::string prompt_tokens(std::string_view model) {
-  return std::string(model) + ":prompt_tokens";
+  return std::string(model).append(detail::prompt_suffix);
 }
 inline std::string completion_tokens(std::string_view model) {
-  return std::string(model) + ":completion_tokens";
+  return std::string(model).append(detail::completion_suffix);
 }
 inline std::string total_tokens(std::string_view model) {
-  return std::string(model) + ":total_tokens";
+  return std::string(model).append(detail::total_suffix);
 }
 } // namespace llm_kinds
 
@@ -263,6 +271,13 @@ private:
 
   enum class Step : std::uint8_t { granted, retry, refused };
   Step try_take(const LlmRequest& request, bool last_try);
+  template <class B>
+  bool try_hold_on(B& budget, std::int64_t n, std::int64_t min_n);
+  // What the run budget holds for the call; the views refer to `model_` and `kinds_`.
+  std::array<ConsumptionView, 5> holds() const;
+  std::string_view prompt_kind() const noexcept;
+  std::string_view completion_kind() const noexcept;
+  std::string_view total_kind() const noexcept;
   std::int64_t afford(Decimal money) const;
   LlmCallRecord finish(LlmUsage usage);
   void abandon() noexcept;
@@ -277,9 +292,10 @@ private:
   AgentId agent_{};
   const ModelPrice* price_ = nullptr;
   std::string model_;
-  std::string prompt_kind_, completion_kind_, total_kind_; // built once, copied into records
+  // `<model>:prompt_tokens<model>:completion_tokens<model>:total_tokens`: the three token kinds
+  // in one allocation; see `prompt_kind()` and the others.
+  std::string kinds_;
   std::string source_;
-  std::vector<Consumption> holds_;
   Reservation reservation_;
   std::optional<Decimal> seconds_left_; // the model's `second` limit at the start
   time_point start_{};
@@ -290,6 +306,7 @@ private:
   LlmUsage reported_;
   std::optional<LlmRefusal> refusal_;
   bool active_ = false;
+  bool holding_ = false; // the run budget holds `holds()`
 };
 
 /// For calls against a `SharedBudget` and a `BudgetCoordinator`.
@@ -402,9 +419,11 @@ BasicLlmCallGuard<Run, Coordinator>::BasicLlmCallGuard(const context_type& ctx)
         "safeguards: a guarded call of \"{}\" charged to an agent needs a price table", model_));
   source_ = ctx.source.empty() ? model_ : ctx.source;
   if (run_) {
-    prompt_kind_ = llm_kinds::prompt_tokens(model_);
-    completion_kind_ = llm_kinds::completion_tokens(model_);
-    total_kind_ = llm_kinds::total_tokens(model_);
+    kinds_.reserve(3 * model_.size() + detail::prompt_suffix.size() +
+                   detail::completion_suffix.size() + detail::total_suffix.size());
+    for (std::string_view suffix :
+         {detail::prompt_suffix, detail::completion_suffix, detail::total_suffix})
+      kinds_.append(model_).append(suffix);
   }
   if (coord_) {
     try {
@@ -436,10 +455,8 @@ auto BasicLlmCallGuard<Run, Coordinator>::try_begin(const context_type& ctx,
     Step step = g.try_take(r, attempt >= max_tries);
     if (step == Step::retry)
       continue;
-    if (step == Step::granted) {
+    if (step == Step::granted)
       g.active_ = true;
-      g.start_ = g.now();
-    }
     return g;
   }
 }
@@ -451,44 +468,72 @@ std::int64_t BasicLlmCallGuard<Run, Coordinator>::afford(Decimal money) const {
 }
 
 template <RunBudget Run, class Coordinator>
+std::string_view BasicLlmCallGuard<Run, Coordinator>::prompt_kind() const noexcept {
+  return std::string_view(kinds_).substr(0, model_.size() + detail::prompt_suffix.size());
+}
+
+template <RunBudget Run, class Coordinator>
+std::string_view BasicLlmCallGuard<Run, Coordinator>::completion_kind() const noexcept {
+  return std::string_view(kinds_).substr(prompt_kind().size(),
+                                         model_.size() + detail::completion_suffix.size());
+}
+
+template <RunBudget Run, class Coordinator>
+std::string_view BasicLlmCallGuard<Run, Coordinator>::total_kind() const noexcept {
+  return std::string_view(kinds_).substr(prompt_kind().size() + completion_kind().size());
+}
+
+template <RunBudget Run, class Coordinator>
+std::array<ConsumptionView, 5> BasicLlmCallGuard<Run, Coordinator>::holds() const {
+  const std::int64_t prompt = prompt_estimate_, n = allowance_;
+  // Without prices there is no cost to hold: a zero hold matches a USD limit and changes nothing.
+  return {ConsumptionView(Decimal(1), units::call, model_),
+          ConsumptionView(detail::tokens_amount(prompt), units::token, prompt_kind()),
+          ConsumptionView(detail::tokens_amount(n), units::token, completion_kind()),
+          ConsumptionView(detail::tokens_amount(prompt + n), units::token, total_kind()),
+          ConsumptionView(reserved_cost_, units::usd, model_)};
+}
+
+// Under the run budget's lock: reads what its limits allow, cuts the call to it and holds that,
+// so no other call can take the room between the read and the hold.
+template <RunBudget Run, class Coordinator>
+template <class B>
+bool BasicLlmCallGuard<Run, Coordinator>::try_hold_on(B& b, std::int64_t n, std::int64_t min_n) {
+  const std::int64_t prompt = prompt_estimate_;
+  seconds_left_ = b.available(units::second, model_);
+  if (seconds_left_ && !(Decimal() < *seconds_left_)) {
+    // Hold the smallest duration only to have the budget name the limit and its numbers.
+    const std::array probe{ConsumptionView(Decimal::epsilon(), units::second, model_)};
+    if (auto refused = b.try_hold(probe)) {
+      refusal_ = run_refusal(*refused);
+      return false;
+    }
+    b.release_hold(probe);
+  }
+  if (auto a = b.available(units::token, completion_kind()))
+    n = std::min(n, detail::floor_tokens(*a));
+  if (auto a = b.available(units::token, total_kind()))
+    n = std::min(n, detail::floor_tokens(*a) - prompt);
+  if (price_)
+    if (auto a = b.available(units::usd, model_))
+      n = std::min(n, afford(*a));
+  allowance_ = std::max(n, min_n); // below the minimum, the hold names the limit that refuses
+  reserved_cost_ = price_
+                       ? cost(*price_, {.prompt_tokens = prompt, .completion_tokens = allowance_})
+                       : Decimal();
+  if (auto refused = b.try_hold(holds())) {
+    refusal_ = run_refusal(*refused);
+    return false;
+  }
+  holding_ = true;
+  return true;
+}
+
+template <RunBudget Run, class Coordinator>
 auto BasicLlmCallGuard<Run, Coordinator>::try_take(const LlmRequest& request, bool last_try)
     -> Step {
-  const std::int64_t prompt = prompt_estimate_;
   std::int64_t n = request.max_completion_tokens;
-  // False when a limit, as read, cannot take even the smallest call: a failed hold is then a
-  // refusal, not a race to retry.
-  bool room = !last_try;
-  if (run_) {
-    if (run_->time_left() <= duration::zero()) {
-      refusal_ = LlmRefusal{
-          .what = LlmLimit::deadline, .unit = std::string(units::second), .kind = "deadline"};
-      return Step::refused;
-    }
-    seconds_left_ = run_->available(units::second, model_);
-    if (seconds_left_ && !(Decimal() < *seconds_left_)) {
-      // Hold the smallest duration only to have the budget name the limit and its numbers.
-      std::vector<Consumption> probe{Consumption::duration(Decimal::epsilon(), model_)};
-      if (auto refused = run_->try_hold(probe)) {
-        refusal_ = run_refusal(*refused);
-        return Step::refused;
-      }
-      run_->release_hold(probe); // time came back since the read: go on
-    }
-    const auto tokens = [&](const std::string& kind) {
-      return run_->available(units::token, kind);
-    };
-    if (auto a = run_->available(units::call, model_); a && *a < Decimal(1))
-      room = false;
-    if (auto a = tokens(prompt_kind_); a && detail::floor_tokens(*a) < prompt)
-      room = false;
-    if (auto a = tokens(completion_kind_))
-      n = std::min(n, detail::floor_tokens(*a));
-    if (auto a = tokens(total_kind_))
-      n = std::min(n, detail::floor_tokens(*a) - prompt);
-    if (price_)
-      if (auto a = run_->available(units::usd, model_))
-        n = std::min(n, afford(*a));
-  }
+  start_ = now(); // one clock read for the deadline and the call's duration
   if (coord_) {
     try {
       n = std::min(n, afford(coord_->get_budget(agent_)));
@@ -497,30 +542,23 @@ auto BasicLlmCallGuard<Run, Coordinator>::try_take(const LlmRequest& request, bo
       return Step::refused;
     }
   }
-  if (n < request.min_completion_tokens) {
-    room = false;
-    n = request.min_completion_tokens; // to have the hold or the reservation name the limit
-  }
-  allowance_ = n;
-  reserved_cost_ =
-      price_ ? cost(*price_, {.model = model_, .prompt_tokens = prompt, .completion_tokens = n})
-             : Decimal();
+  // True when the money, as read, allows the smallest call: a failed reservation is then a race
+  // with another call (which made progress) to retry, not a refusal.
+  const bool room = !last_try && n >= request.min_completion_tokens;
   if (run_) {
-    holds_.clear();
-    holds_.reserve(5);
-    holds_.push_back(Consumption::call(Decimal(1), model_));
-    holds_.push_back(Consumption::token(detail::tokens_amount(prompt), prompt_kind_));
-    holds_.push_back(Consumption::token(detail::tokens_amount(n), completion_kind_));
-    holds_.push_back(Consumption::token(detail::tokens_amount(prompt + n), total_kind_));
-    if (price_)
-      holds_.push_back(Consumption::cost(reserved_cost_, model_));
-    if (auto refused = run_->try_hold(holds_)) {
-      if (room)
-        return Step::retry;
-      refusal_ = run_refusal(*refused);
-      holds_.clear();
+    if (run_->deadline() <= start_) {
+      refusal_ = LlmRefusal{
+          .what = LlmLimit::deadline, .unit = std::string(units::second), .kind = "deadline"};
       return Step::refused;
     }
+    if (!run_->atomically(
+            [&](auto& b) { return try_hold_on(b, n, request.min_completion_tokens); }))
+      return Step::refused;
+  } else {
+    allowance_ = std::max(n, request.min_completion_tokens);
+    reserved_cost_ =
+        price_ ? cost(*price_, {.prompt_tokens = prompt_estimate_, .completion_tokens = allowance_})
+               : Decimal();
   }
   if (coord_) {
     // At least a micro-dollar, so that a free call still has a reservation to settle and the
@@ -529,9 +567,9 @@ auto BasicLlmCallGuard<Run, Coordinator>::try_take(const LlmRequest& request, bo
     reservation_ = coord_->try_reserve(agent_, hold);
     if (!reservation_.ok()) {
       const ConsumeStatus status = reservation_.status();
-      if (run_) {
-        run_->release_hold(holds_);
-        holds_.clear();
+      if (holding_) {
+        run_->release_hold(holds());
+        holding_ = false;
       }
       if (status == ConsumeStatus::insufficient && room)
         return Step::retry;
@@ -692,23 +730,20 @@ LlmCallRecord BasicLlmCallGuard<Run, Coordinator>::finish(LlmUsage usage) {
   LlmCallRecord record;
   record.seconds =
       Decimal::from_raw(std::chrono::ceil<std::chrono::microseconds>(now() - start_).count());
-  if (price_) {
-    LlmUsage priced = usage;
-    priced.model = model_; // priced as the model that was asked for and reserved for
-    record.cost = cost(*price_, priced);
-  }
+  if (price_)
+    record.cost = cost(*price_, usage); // priced as the model asked for and reserved for
   if (run_) {
-    std::vector<Consumption> actual;
-    actual.reserve(6);
-    actual.push_back(Consumption::call(Decimal(1), model_));
-    actual.push_back(Consumption::duration(record.seconds, model_));
-    actual.push_back(Consumption::token(detail::tokens_amount(usage.prompt_tokens), prompt_kind_));
-    actual.push_back(
-        Consumption::token(detail::tokens_amount(usage.completion_tokens), completion_kind_));
-    actual.push_back(Consumption::token(detail::tokens_amount(usage.total_tokens()), total_kind_));
-    if (price_)
-      actual.push_back(Consumption::cost(record.cost, model_));
-    run_->settle_hold(holds_, std::move(actual), source_);
+    const std::array actual{
+        ConsumptionView(Decimal(1), units::call, model_),
+        ConsumptionView(record.seconds, units::second, model_),
+        ConsumptionView(detail::tokens_amount(usage.prompt_tokens), units::token, prompt_kind()),
+        ConsumptionView(detail::tokens_amount(usage.completion_tokens), units::token,
+                        completion_kind()),
+        ConsumptionView(detail::tokens_amount(usage.total_tokens()), units::token, total_kind()),
+        ConsumptionView(record.cost, units::usd, model_)};
+    // Without prices no cost is recorded: the USD event is left out.
+    run_->settle_hold(holds(), std::span(actual).first(price_ ? 6 : 5), source_);
+    holding_ = false;
   }
   if (coord_) {
     CommitResult last = reservation_.commit(record.cost);
@@ -733,8 +768,8 @@ void BasicLlmCallGuard<Run, Coordinator>::abandon() noexcept {
   }
   // Nothing could be recorded (out of memory, say): give back what is held, keep what was
   // charged while streaming.
-  if (run_)
-    run_->release_hold(holds_);
+  if (holding_)
+    run_->release_hold(holds());
   if (coord_)
     std::ignore = reservation_.commit(reservation_.settled());
   active_ = false;
@@ -747,11 +782,8 @@ void BasicLlmCallGuard<Run, Coordinator>::take(BasicLlmCallGuard& other) noexcep
   agent_ = other.agent_;
   price_ = other.price_;
   model_ = std::move(other.model_);
-  prompt_kind_ = std::move(other.prompt_kind_);
-  completion_kind_ = std::move(other.completion_kind_);
-  total_kind_ = std::move(other.total_kind_);
+  kinds_ = std::move(other.kinds_);
   source_ = std::move(other.source_);
-  holds_ = std::move(other.holds_);
   reservation_ = std::move(other.reservation_);
   seconds_left_ = other.seconds_left_;
   start_ = other.start_;
@@ -762,6 +794,7 @@ void BasicLlmCallGuard<Run, Coordinator>::take(BasicLlmCallGuard& other) noexcep
   reported_ = std::move(other.reported_);
   refusal_ = std::move(other.refusal_);
   active_ = std::exchange(other.active_, false);
+  holding_ = std::exchange(other.holding_, false);
 }
 
 } // namespace v1

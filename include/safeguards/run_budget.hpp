@@ -5,10 +5,11 @@
 #include <concepts>
 #include <optional>
 #include <safeguards/budget.hpp>
+#include <safeguards/consumption.hpp>
 #include <safeguards/decimal.hpp>
+#include <span>
 #include <string>
 #include <string_view>
-#include <vector>
 
 namespace safeguards {
 inline namespace v1 {
@@ -21,15 +22,17 @@ inline namespace v1 {
 /// limits; a plain `Budget` for a single-threaded run, where it saves a mutex per call.
 template <class B>
 concept RunBudget = std::same_as<typename B::amount_type, Decimal> &&
-    requires(B& b, const B& cb, const std::vector<typename B::consumption_type>& cs,
-             std::string_view s, const std::string& source) {
+    requires(B& b, const B& cb, std::span<const ConsumptionView> cs, std::string_view s,
+             const std::string& source) {
   { cb.time_left() } -> std::convertible_to<typename B::duration>;
+  { cb.deadline() } -> std::convertible_to<typename B::time_point>;
   { cb.clock().now() } -> std::convertible_to<typename B::time_point>;
   { cb.available(s, s) } -> std::same_as<std::optional<Decimal>>;
   { b.try_hold(cs) } -> std::same_as<std::optional<BasicLimitRefusal<Decimal>>>;
   b.release_hold(cs);
   b.settle_hold(cs, cs, source);
-  b.settle_hold(cs, std::vector<typename B::consumption_type>{}, source);
+  // Reads and a hold as one step; `Budget&` is what the step sees.
+  b.atomically([](auto& budget) { return budget.available(units::token, units::token); });
 };
 
 static_assert(RunBudget<Budget>);
