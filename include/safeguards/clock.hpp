@@ -5,10 +5,13 @@
 #include <atomic>
 #include <chrono>
 #include <concepts>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <safeguards/errors.hpp>
 #include <stdexcept>
+#include <stop_token>
 #include <type_traits>
 
 namespace safeguards {
@@ -32,6 +35,9 @@ concept Clock = std::copy_constructible<C> && requires(const C& c) {
 /// A steady clock that moves only when `advance` or `set` is called. Copies share one time, so a
 /// test keeps a copy and moves every budget that was given one.
 ///
+/// A thread can wait for a time on it (`wait_until`): `advance` and `set` wake it, so something
+/// that runs on a schedule (`PeriodicReview`) can be driven by a test that never sleeps.
+///
 /// **Example**
 /// ```
 /// ManualClock clock;
@@ -47,31 +53,56 @@ public:
   using time_point = std::chrono::time_point<ManualClock, duration>;
   static constexpr bool is_steady = true;
 
-  ManualClock() : now_(std::make_shared<std::atomic<rep>>(0)) {}
+  ManualClock() : state_(std::make_shared<State>(0)) {}
   explicit ManualClock(time_point start)
-      : now_(std::make_shared<std::atomic<rep>>(start.time_since_epoch().count())) {}
+      : state_(std::make_shared<State>(start.time_since_epoch().count())) {}
 
-  time_point now() const noexcept { return time_point(duration(now_->load())); }
+  time_point now() const noexcept { return time_point(duration(state_->now.load())); }
 
   /// Moves time forward; a negative step would break steadiness and throws.
   void advance(duration step) {
     if (step < duration::zero())
       throw InvalidArgument("safeguards::ManualClock: cannot go back in time");
-    now_->fetch_add(step.count());
+    state_->now.fetch_add(step.count());
+    wake_waiters();
   }
 
   /// Jumps to `t`, which must not be earlier than now.
   void set(time_point t) {
     rep target = t.time_since_epoch().count();
-    rep current = now_->load();
+    rep current = state_->now.load();
     do {
       if (target < current)
         throw InvalidArgument("safeguards::ManualClock: cannot go back in time");
-    } while (!now_->compare_exchange_weak(current, target));
+    } while (!state_->now.compare_exchange_weak(current, target));
+    wake_waiters();
+  }
+
+  /// Blocks until this clock (any copy of it) reads `t` or later, or until `stop` is requested.
+  /// Returns whether the time was reached. Only `advance` and `set` move the time, so only they
+  /// (and the stop request) end the wait: no thread ever sleeps on a real clock here.
+  bool wait_until(time_point t, std::stop_token stop) const {
+    std::unique_lock lock(state_->mutex);
+    return state_->moved.wait(lock, stop, [&] { return now() >= t; });
   }
 
 private:
-  std::shared_ptr<std::atomic<rep>> now_;
+  struct State {
+    explicit State(rep start) : now(start) {}
+    std::atomic<rep> now;
+    // Only for waiters: `now()` reads the atomic and never takes the mutex.
+    std::mutex mutex;
+    std::condition_variable_any moved;
+  };
+
+  // The time changes outside the mutex; taking it once before notifying means a waiter that
+  // checked the old time under the mutex is already waiting, so the wake-up cannot be lost.
+  void wake_waiters() const {
+    { std::lock_guard lock(state_->mutex); }
+    state_->moved.notify_all();
+  }
+
+  std::shared_ptr<State> state_;
 };
 
 /// The clock that stamps records (consumption events) made by something that measures deadlines
