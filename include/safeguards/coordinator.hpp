@@ -501,6 +501,76 @@ public:
   requires(!AmountArgument<T, Amount>) void transfer(AgentId, AgentId, const T&,
                                                      std::string) = delete;
 
+  // ---- usage resets (budget periods) --------------------------------------------------------
+
+  /// Forgives the agent's used budget: what it used goes back to its remaining balance, which
+  /// is thus restored to its allocation less what open reservations hold (they stay reserved
+  /// and settle against the new period). The allocation, the pool and the counters stay. One
+  /// audit record with `reason`, even when nothing was used. Returns what was forgiven. Throws
+  /// `UnknownAgent`. `BudgetPeriods` calls it at period boundaries.
+  ///
+  /// Consumers are never blocked: the money goes back with one compare-and-swap on remaining.
+  /// A consume racing with the reset is ordered before it (and forgiven) or after it (and
+  /// counted afterwards), never both and never lost. Resets are serialised by the writer lock.
+  ///
+  /// **Example**
+  /// ```
+  /// coord.consume(a, 30_d);                  // remaining 70, used 30
+  /// coord.reset_usage(a, "new billing month"); // remaining 100, used 0
+  /// ```
+  Amount reset_usage(AgentId agent, std::string reason) {
+    std::list<BudgetChange> record(1);
+    record.front().reason = std::move(reason);
+    Amount forgiven;
+    {
+      std::unique_lock lock(mutex_);
+      auto& a = live_agent_locked(agent);
+      record.front().agent_name = a.name;
+      forgiven = reset_locked(a, record.front(), clock_.now()); // nothing below throws
+      audit_queue_.push(record);
+    }
+    deliver_audit();
+    return forgiven;
+  }
+
+  /// Resets a whole pool in one step (under one lock, so nobody sees half of it): every live
+  /// agent as `reset_usage(agent, ...)` does, one audit record each, and the usage of its
+  /// removed agents, which goes back to the pool's unallocated budget. Returns the total
+  /// forgiven. Throws `UnknownPool`.
+  Amount reset_usage(PoolId pool, std::string reason) {
+    std::list<BudgetChange> records;
+    Amount forgiven = zero();
+    {
+      std::unique_lock lock(mutex_);
+      PoolState& p = *find_pool_locked(pool);
+      for (AgentId id : p.agents) { // allocated before any change
+        const auto& a = agents_[id.value() - 1];
+        if (a.removed)
+          continue;
+        records.emplace_back();
+        records.back().agent_name = a.name;
+        records.back().reason = reason;
+      }
+      const auto now = clock_.now();
+      auto record = records.begin();
+      for (AgentId id : p.agents) {
+        AgentState& a = agents_[id.value() - 1];
+        if (a.removed) {
+          // Its account is closed: the forgiven usage comes back to us, and goes to the pool.
+          const Settlement<Amount> s = forgive(a);
+          a.allocated = traits::sub(a.allocated, s.refunded);
+          p.unallocated = traits::add(p.unallocated, s.refunded);
+          forgiven = traits::add(forgiven, s.refunded);
+        } else {
+          forgiven = traits::add(forgiven, reset_locked(a, *record++, now));
+        }
+      }
+      audit_queue_.push(records);
+    }
+    deliver_audit();
+    return forgiven;
+  }
+
   // ---- allocation and emergency grants ----------------------------------------------------
 
   /// `allocate(pool, policy())`: the coordinator's own `AllocationPolicy`.
@@ -949,6 +1019,25 @@ private:
     p.unallocated = traits::sub(distributable, handed_out);
     result.unallocated_after = p.unallocated;
     return true;
+  }
+
+  // Gives an agent's used money back: to its remaining balance, or, when its account is closed
+  // (a removed agent), to the caller in `refunded`. Settling a negative usage against nothing
+  // held is the ledger's exact inverse of a charge (remaining += used, used -= used, no charge
+  // counted), so no ledger needs a new operation. Callers hold the writer lock, the only place
+  // `used` ever goes down, so the amount read here is never more than what is subtracted from.
+  Settlement<Amount> forgive(AgentState& a) noexcept {
+    const Amount used = ledger_.balance(a.account).used;
+    return ledger_.settle(a.account, zero(), traits::sub(zero(), used));
+  }
+
+  // One live agent's reset and its audit record; what was forgiven. Under the writer lock.
+  Amount reset_locked(AgentState& a, BudgetChange& record, time_point now) noexcept {
+    const Amount before = ledger_.balance(a.account).remaining;
+    const Settlement<Amount> s = forgive(a);
+    const Amount forgiven = traits::sub(zero(), s.charged);
+    fill_change_locked(record, a, before, traits::add(before, forgiven), now);
+    return forgiven;
   }
 
   // Takes `amount` out of an agent's remaining balance without counting it as usage, for
