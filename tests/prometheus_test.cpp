@@ -9,6 +9,7 @@
 #include <limits>
 #include <map>
 #include <safeguards/coordinator.hpp>
+#include <safeguards/degradation.hpp>
 #include <safeguards/prometheus.hpp>
 #include <set>
 #include <sstream>
@@ -286,9 +287,15 @@ Labels pool_labels(const PoolMetrics& p) {
 }
 
 // Every series of the text against the metrics API, and nothing else in the text.
-void check_against_api(const Exposition& e, const BudgetCoordinator& coord) {
+void check_against_api(const Exposition& e, const BudgetCoordinator& coord,
+                       bool with_service_levels = false) {
   std::vector<std::string> expected_order = pool_gauges;
   expected_order.insert(expected_order.end(), agent_families.begin(), agent_families.end());
+  std::size_t service_levels = 0;
+  if (with_service_levels) {
+    expected_order.emplace_back("safeguards_agent_service_level");
+    service_levels = e.family("safeguards_agent_service_level").samples.size();
+  }
   CHECK(e.order == expected_order);
   for (const auto& name : pool_gauges)
     CHECK(e.family(name).type == "gauge");
@@ -327,7 +334,7 @@ void check_against_api(const Exposition& e, const BudgetCoordinator& coord) {
           Decimal(static_cast<std::int64_t>(m.consumption_count)));
   }
   CHECK(e.sample_count() ==
-        pools.size() * pool_gauges.size() + agents.size() * agent_families.size());
+        pools.size() * pool_gauges.size() + agents.size() * agent_families.size() + service_levels);
 }
 
 bool has_line(const std::string& text, const std::string& line) {
@@ -407,6 +414,79 @@ TEST_CASE("2 pools, 3 agents, reservations and overspend: every number, exactly"
     CHECK(settled.value("safeguards_agent_reserved_budget", l) == 0_d);
     CHECK(settled.value("safeguards_agent_used_budget", l) == Decimal("124.456791"));
     CHECK(settled.value("safeguards_agent_consumes_total", l) == 3_d);
+  }
+}
+
+TEST_CASE("Service levels: one series per level of the agent's table, 1 for the current one",
+          "[prometheus][degradation]") {
+  BudgetCoordinator coord;
+  PoolId p = coord.create_pool({.name = "research", .initial_budget = 100_d, .priority = 7});
+  AgentId alpha = coord.create_agent(
+      {.name = "alpha", .initial_budget = 40_d, .priority = 8, .pool = p}); // 100 %: full
+  AgentId beta = coord.create_agent({.name = "beta", .initial_budget = 10_d, .pool = p});
+  AgentId gamma = coord.create_agent({.name = "gam\"ma\n", .initial_budget = 10_d});
+  coord.consume(beta, 8_d); // exactly 20 % left: standard
+  coord.consume(gamma, 10_d);
+  GracefulDegradation degradation(coord);
+  degradation.set_levels(
+      gamma, ServiceLevels(
+                 {{"large \"model\"", 50, {}}, {"small\\model", 1, {}}, {"cache\nonly", 0, {}}}));
+
+  std::string text = to_prometheus(coord, degradation);
+  INFO(text);
+  std::ostringstream out;
+  write_prometheus(coord, out, degradation);
+  CHECK(out.str() == text);
+  // Everything to_prometheus(coord) writes, then the one family more.
+  CHECK(text.starts_with(to_prometheus(coord)));
+
+  Exposition e = parse(text);
+  check_against_api(e, coord, /*with_service_levels=*/true);
+  const Family& f = e.family("safeguards_agent_service_level");
+  CHECK(f.type == "gauge");
+  CHECK(f.samples.size() == 4 + 4 + 3);
+
+  std::map<std::string, std::string> current; // agent -> the level whose series is 1
+  for (const auto& [labels, value] : f.samples) {
+    CHECK((value == "0" || value == "1"));
+    if (value == "1")
+      CHECK(current.emplace(labels.at("agent"), labels.at("level")).second);
+  }
+  CHECK(current == std::map<std::string, std::string>{
+                       {"alpha", "full"}, {"beta", "standard"}, {"gam\"ma\n", "cache\nonly"}});
+  for (AgentId a : {alpha, beta, gamma})
+    CHECK(current.at(coord.agent_name(a)) == degradation.service_level(a).name);
+  CHECK(has_line(
+      text,
+      R"(safeguards_agent_service_level{agent="alpha",pool="research",priority="8",level="full"} 1)"));
+  CHECK(has_line(
+      text,
+      R"(safeguards_agent_service_level{agent="alpha",pool="research",priority="8",level="emergency"} 0)"));
+  CHECK(has_line(
+      text,
+      R"(safeguards_agent_service_level{agent="gam\"ma\n",pool="agent:gam\"ma\n",priority="5",level="large \"model\""} 0)"));
+  CHECK(has_line(
+      text,
+      R"(safeguards_agent_service_level{agent="gam\"ma\n",pool="agent:gam\"ma\n",priority="5",level="cache\nonly"} 1)"));
+  check_with_promtool(text);
+
+  SECTION("the series follow a change of level") {
+    coord.consume(alpha, Decimal("20.000001")); // just under 50 % left
+    Exposition after = parse(to_prometheus(coord, degradation));
+    Labels l{{"agent", "alpha"}, {"pool", "research"}, {"priority", "8"}};
+    auto level = [&](const char* name) {
+      Labels with = l;
+      with.emplace("level", name);
+      return after.value("safeguards_agent_service_level", with);
+    };
+    CHECK(level("full") == 0_d);
+    CHECK(level("standard") == 1_d);
+  }
+  SECTION("a removed agent has no service level series") {
+    coord.remove_agent(beta);
+    std::string after = to_prometheus(coord, degradation);
+    CHECK(after.find("agent=\"beta\"") == std::string::npos);
+    CHECK(parse(after).family("safeguards_agent_service_level").samples.size() == 4 + 3);
   }
 }
 

@@ -8,6 +8,7 @@
 #include <initializer_list>
 #include <ostream>
 #include <safeguards/amount.hpp>
+#include <safeguards/degradation.hpp>
 #include <safeguards/errors.hpp>
 #include <safeguards/ids.hpp>
 #include <string>
@@ -283,6 +284,33 @@ void append_prometheus_metrics(std::string& out, const Coordinator& coord,
   overspent.append_to(out);
 }
 
+// The enum-gauge pattern: one series per level of the agent's table, 1 for the level it is at.
+// The level is the degradation object's own reading, taken just after the snapshot.
+template <PrometheusSource Coordinator>
+void append_prometheus_service_levels(std::string& out, const PrometheusSnapshot<Coordinator>& s,
+                                      const BasicGracefulDegradation<Coordinator>& degradation) {
+  PrometheusFamily family("safeguards_agent_service_level", "gauge",
+                          "1 for the service level the agent is at, 0 for the other levels of "
+                          "its table.");
+  for (std::size_t i = 0; i < s.agents.size(); ++i) {
+    const auto& a = s.agents[i];
+    std::string current;
+    try {
+      current = degradation.service_level(a.id).name;
+    } catch (const UnknownAgent&) {
+      continue; // removed since the snapshot: it has no level any more
+    }
+    std::string priority = std::to_string(a.priority);
+    for (const auto& level : degradation.levels_for(a.id).levels())
+      family.add({{"agent", a.name},
+                  {"pool", s.agent_pools[i]},
+                  {"priority", priority},
+                  {"level", level.name}},
+                 level.name == current ? "1" : "0");
+  }
+  family.append_to(out);
+}
+
 } // namespace detail
 
 /// Every pool's and agent's numbers as Prometheus text (exposition format 0.0.4), ready to be
@@ -293,7 +321,8 @@ void append_prometheus_metrics(std::string& out, const Coordinator& coord,
 /// `safeguards_agent_{initial,used,reserved,remaining}_budget` and the counters
 /// `safeguards_agent_consumes_total` and `safeguards_agent_overspent_total` are labelled
 /// `agent`, `pool` and `priority` (the agent's). Pools come highest priority first, agents
-/// oldest first; removed agents are left out.
+/// oldest first; removed agents are left out. The overload with a `GracefulDegradation` adds
+/// each agent's service level.
 ///
 /// Amounts are written as the amount type's exact text (a `Decimal` as "12.345678"), never
 /// rounded through a double. Label values are escaped as the format says, and bytes that are
@@ -328,6 +357,38 @@ std::string to_prometheus(const Coordinator& coord) {
 template <PrometheusSource Coordinator>
 void write_prometheus(const Coordinator& coord, std::ostream& out) {
   out << to_prometheus(coord);
+}
+
+/// `to_prometheus(coord)` plus each agent's service level as an enum gauge: one series per
+/// level of the agent's table, labelled `agent`, `pool`, `priority` and `level`, 1 for the
+/// level `degradation.service_level(agent)` says and 0 for the others, so that
+/// `safeguards_agent_service_level == 1` selects every agent's current level and a change of
+/// level is a pair of flips an alert can watch.
+///
+/// **Example**
+/// ```
+/// GracefulDegradation degradation(coord);
+/// write_prometheus(coord, std::cout, degradation);
+/// // ... safeguards_agent_service_level{agent="writer",pool="research",priority="5",level="full"}
+/// 1
+/// // ...
+/// safeguards_agent_service_level{agent="writer",pool="research",priority="5",level="standard"} 0
+/// ```
+template <PrometheusSource Coordinator>
+std::string to_prometheus(const Coordinator& coord,
+                          const BasicGracefulDegradation<Coordinator>& degradation) {
+  detail::PrometheusSnapshot<Coordinator> snapshot(coord);
+  std::string text;
+  detail::append_prometheus_metrics(text, coord, snapshot);
+  detail::append_prometheus_service_levels(text, snapshot, degradation);
+  return text;
+}
+
+/// `write_prometheus` with each agent's service level; see `to_prometheus` above.
+template <PrometheusSource Coordinator>
+void write_prometheus(const Coordinator& coord, std::ostream& out,
+                      const BasicGracefulDegradation<Coordinator>& degradation) {
+  out << to_prometheus(coord, degradation);
 }
 
 } // namespace v1
