@@ -185,8 +185,11 @@ struct ServiceLevelChanged {
 /// change of level is announced exactly once and each agent's notifications chain (`from` is the
 /// previous `to`). The queue is delivered in order, one notification at a time, by one thread at
 /// a time, with no lock held: a subscriber may call back into this object or the coordinator,
-/// and what it changes is announced after the notification it is handling. A subscriber that
-/// throws is counted in `subscriber_failures()` and otherwise ignored: the level has already
+/// and what it changes is announced after the notification it is handling. It runs on the
+/// thread that made the change (or on one already delivering). After a consume, reserve or commit
+/// that thread is inside the agent's monitors, where spending from that same agent is refused with
+/// `reentrant_call`, as in any monitor; other agents and management calls are fine. A subscriber
+/// that throws is counted in `subscriber_failures()` and otherwise ignored: the level has already
 /// moved, and the other subscribers still get the notification.
 ///
 /// Agents known when this object is made start at their current level, without notification;
@@ -194,6 +197,9 @@ struct ServiceLevelChanged {
 /// the lowest when its allocation is zero). A removed agent is forgotten, without notification.
 /// Changing a table (`set_levels`, `set_levels_for_all`) recomputes the agents it covers and
 /// announces those whose level name changed.
+///
+/// Cost: like any monitor, it takes `try_consume` off its lock-free fast path; each change
+/// then also reads the agent's metrics (a shared lock, one string) under this object's lock.
 ///
 /// The destructor unregisters the monitor and the sink, stops deliveries and waits for a
 /// subscriber call running on another thread to return (not for one on its own thread: it may
