@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 #include <utility>
 #include <vector>
@@ -488,6 +489,39 @@ TEST_CASE("Service levels: one series per level of the agent's table, 1 for the 
     CHECK(after.find("agent=\"beta\"") == std::string::npos);
     CHECK(parse(after).family("safeguards_agent_service_level").samples.size() == 4 + 3);
   }
+}
+
+TEST_CASE("Scrapes while agents spend: each parses, counters never go down", "[prometheus]") {
+  BudgetCoordinator coord;
+  PoolId p = coord.create_pool({.name = "p", .initial_budget = 1000_d});
+  AgentId a = coord.create_agent({.name = "a", .initial_budget = 100_d, .pool = p});
+  AgentId b = coord.create_agent({.name = "b", .initial_budget = 100_d, .pool = p});
+  constexpr int spends = 2000;
+  std::vector<std::thread> workers;
+  for (AgentId agent : {a, b})
+    workers.emplace_back([&coord, agent] {
+      for (int i = 0; i < spends; ++i)
+        (void)coord.try_consume(agent, Decimal("0.01"));
+    });
+  Labels la{{"agent", "a"}, {"pool", "p"}, {"priority", "5"}};
+  Labels lb{{"agent", "b"}, {"pool", "p"}, {"priority", "5"}};
+  Decimal last_a, last_b;
+  for (int scrape = 0; scrape < 50; ++scrape) {
+    Exposition e = parse(to_prometheus(coord));
+    Decimal now_a = e.value("safeguards_agent_consumes_total", la);
+    Decimal now_b = e.value("safeguards_agent_consumes_total", lb);
+    CHECK(last_a <= now_a);
+    CHECK(last_b <= now_b);
+    last_a = now_a;
+    last_b = now_b;
+  }
+  for (auto& w : workers)
+    w.join();
+  Exposition e = parse(to_prometheus(coord));
+  check_against_api(e, coord);
+  CHECK(e.value("safeguards_agent_used_budget", la) == 20_d);
+  CHECK(e.value("safeguards_agent_consumes_total", lb) == Decimal(spends));
+  CHECK(e.value("safeguards_pool_used_budget", {{"pool", "p"}, {"priority", "5"}}) == 40_d);
 }
 
 TEST_CASE("Extreme amounts are written exactly", "[prometheus]") {
