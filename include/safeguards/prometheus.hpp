@@ -369,10 +369,8 @@ void write_prometheus(const Coordinator& coord, std::ostream& out) {
 /// ```
 /// GracefulDegradation degradation(coord);
 /// write_prometheus(coord, std::cout, degradation);
-/// // ... safeguards_agent_service_level{agent="writer",pool="research",priority="5",level="full"}
-/// 1
-/// // ...
-/// safeguards_agent_service_level{agent="writer",pool="research",priority="5",level="standard"} 0
+/// // safeguards_agent_service_level{agent="writer",...,level="full"} 1
+/// // safeguards_agent_service_level{agent="writer",...,level="standard"} 0
 /// ```
 template <PrometheusSource Coordinator>
 std::string to_prometheus(const Coordinator& coord,
