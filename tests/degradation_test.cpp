@@ -620,3 +620,40 @@ TEST_CASE("property: announcements chain and match a reference, random spending 
   for (AgentId agent : agents)
     CHECK(degradation.service_level(agent).name == expected[agent]);
 }
+
+TEST_CASE("the worked example: a cheaper model as the level drops over a day", "[degradation]") {
+  Harness h;
+  AgentId support = h.agent("support", d("10.00"));
+  Degradation degradation(h.coord);
+  degradation.set_levels(support, ServiceLevels({{"large_model", 40, {"gpt-4o"}},
+                                                 {"small_model", 10, {"gpt-4o-mini"}},
+                                                 {"cached_only", 0, {"cache"}}}));
+  ChangeLog log(degradation);
+  auto answer = [&] {
+    const ServiceLevel level = degradation.service_level(support);
+    if (level.has("cache"))
+      return level.name; // cached answers cost nothing
+    auto r = h.coord.reserve(support, level.has("gpt-4o") ? d("0.20") : d("0.01"));
+    CHECK(r.commit(level.has("gpt-4o") ? d("0.20") : d("0.01")).ok());
+    return level.name;
+  };
+  for (int i = 0; i < 30; ++i)
+    CHECK(answer() == "large_model");
+  CHECK(h.coord.get_budget(support) == d("4.00")); // exactly on the 40 % line
+  CHECK(log.seen.empty());
+  CHECK(answer() == "large_model"); // reserving its 0.20 already drops the level
+  CHECK(h.coord.get_budget(support) == d("3.80"));
+  CHECK(log.moves() == Moves{{"large_model", "small_model"}});
+  for (int i = 0; i < 280; ++i)
+    CHECK(answer() == "small_model");
+  CHECK(h.coord.get_budget(support) == d("1.00"));
+  CHECK(log.seen.size() == 1);
+  CHECK(answer() == "small_model");
+  CHECK(log.seen.back().to == "cached_only");
+  CHECK(answer() == "cached_only");
+  CHECK(h.coord.get_budget(support) == d("0.99"));
+  if (reset_usage(h.coord, support, "midnight"))
+    CHECK(log.moves() == Moves{{"large_model", "small_model"},
+                               {"small_model", "cached_only"},
+                               {"cached_only", "large_model"}});
+}
