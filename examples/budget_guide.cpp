@@ -7,7 +7,10 @@
 #include <cstdint>
 #include <cstdlib>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <safeguards/degradation.hpp>
 #include <safeguards/llm_guard.hpp>
+#include <safeguards/review.hpp>
 #include <safeguards/safeguards.hpp>
 #include <string>
 
@@ -28,6 +31,10 @@ using namespace safeguards;
 // expect: ^  gpt-4o: 200000 prompt \+ 40000 completion tokens: cost 0\.9, .* refunded 0\.6$
 // expect: ^  refused: .* "critical_agent" has 69\.1 USD left, the call needs 75\.00001$
 // expect: critical_agent .* Reason: emergency grant from critical_services: incident response$
+// expect: ^  agent "support_agent" \(agent-3\) underused: 509\.25 of 509\.25 remaining, above 90%
+// expect: ^  support_agent is at full \(high_quality, all_capabilities\)$
+// expect: ^  support_agent: full -> standard$
+// expect: ^  support_agent: standard -> minimal$
 // expect: ^== money is conserved
 
 namespace {
@@ -256,11 +263,34 @@ int main() {
     fmt::print("  {}\n", change);
   fmt::print("  critical_agent made {} charges\n", coord.usage_history(critical_agent).size());
 
-  // ---- Regular budget reviews and graceful degradation --------------------------------------
-  // PLACEHOLDER for the budgets-over-time work: the guide's last two sections go here, in its
-  // order, as `== review` (scheduled_budget_review: underused, nearly depleted, pool below 20 %)
-  // and `== degradation` (service levels full / standard / minimal / emergency), before the
-  // conservation check below.
+  // ---- Regular budget reviews ---------------------------------------------------------------
+  // The guide's scheduled_budget_review: agents above 90 % remaining (underused), below 10 %
+  // (nearly depleted), pools below 20 %. `review` returns the findings as values;
+  // `PeriodicReview(coord, 24h, callback)` runs it on a thread every 24 hours (see
+  // docs/lifecycle.md).
+  fmt::print("== review\n");
+  for (const ReviewFinding& finding : review(coord, ReviewThresholds{}))
+    fmt::print("  {}\n", finding);
+
+  // ---- Graceful degradation -----------------------------------------------------------------
+  // The guide's setup_graceful_degradation: full >= 50 %, standard >= 20 %, minimal >= 5 %,
+  // emergency >= 0 % of the allocation left, each with its features; the agent's code switches
+  // on them. A notification per change of level.
+  fmt::print("== degradation\n");
+  GracefulDegradation degradation(coord); // the guide's four levels, for every agent
+  auto level_changes = degradation.subscribe([](const ServiceLevelChanged& c) {
+    fmt::print("  {}: {} -> {}\n", c.agent_name, c.from, c.to);
+  });
+  for (AgentId agent : {critical_agent, standard_agent, support_agent}) {
+    const ServiceLevel level = degradation.service_level(agent);
+    fmt::print("  {} is at {} ({})\n", coord.agent_name(agent), level.name,
+               fmt::join(level.features, ", "));
+  }
+  // The support agent works through most of what it has left, one step at a time.
+  const Decimal step = coord.get_budget(support_agent) / Decimal(10);
+  for (int i = 0; i < 9; ++i)
+    coord.consume(support_agent, step);
+  check(degradation.service_level(support_agent).name == "minimal", "support degraded");
 
   check(coord.check_invariants().empty(), "money is conserved");
   fmt::print("== money is conserved: every pool's budget is accounted for\n");
