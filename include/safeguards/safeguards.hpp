@@ -12,9 +12,13 @@
 #include <safeguards/consumption.hpp>
 #include <safeguards/coordinator.hpp>
 #include <safeguards/decimal.hpp>
+#include <safeguards/degradation.hpp>
 #include <safeguards/errors.hpp>
 #include <safeguards/ids.hpp>
 #include <safeguards/ledger.hpp>
 #include <safeguards/monitor.hpp>
+#include <safeguards/period.hpp>
+#include <safeguards/prometheus.hpp>
+#include <safeguards/review.hpp>
 #include <safeguards/subscription.hpp>
 #include <safeguards/violation.hpp>
