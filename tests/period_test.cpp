@@ -637,3 +637,15 @@ TEMPLATE_TEST_CASE("periods: reset_usage with every amount type", "[period][amou
   CHECK(coord.reset_usage(a, "by hand") == n(2));
   CHECK(coord.check_invariants().empty());
 }
+
+TEST_CASE("periods: the default coordinator, on wall-clock time", "[period]") {
+  BudgetCoordinator coord;
+  BudgetPeriods periods(coord);
+  AgentId a = coord.create_agent({.name = "a", .initial_budget = 10_d});
+  periods.set_period(a, BudgetPeriod::daily());
+  const auto w = periods.current_period(a);
+  REQUIRE(w);
+  CHECK(w->start <= std::chrono::system_clock::now());
+  CHECK(w->end - w->start == 24h);
+  CHECK(coord.reset_usage(a, "by hand") == 0_d);
+}

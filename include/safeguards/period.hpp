@@ -11,6 +11,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <safeguards/coordinator.hpp>
 #include <safeguards/errors.hpp>
 #include <safeguards/ids.hpp>
 #include <string>
@@ -438,6 +439,9 @@ private:
   Map agents_;
   Map pools_;
 };
+
+/// Periods of the default `BudgetCoordinator` (wall-clock time, so calendar periods are UTC).
+using BudgetPeriods = BasicBudgetPeriods<BudgetCoordinator>;
 
 } // namespace v1
 } // namespace safeguards
