@@ -99,6 +99,33 @@ TEMPLATE_TEST_CASE("ledger reservations settle, refund and charge overage up to 
   }
 }
 
+TEMPLATE_TEST_CASE("ledger settle of a negative usage against no hold gives usage back", "[ledger]",
+                   Decimal, std::int64_t, BigDecimal, double) {
+  // The contract reset_usage (budget periods) relies on; see Ledger::settle.
+  using A = TestType;
+  InMemoryLedger<A> ledger;
+  auto h = ledger.open(amt<A>(10));
+  REQUIRE(ledger.debit(h, amt<A>(3)) == LedgerStatus::ok);
+  REQUIRE(ledger.reserve(h, amt<A>(2)) == LedgerStatus::ok);
+  const std::uint64_t charges = ledger.charge_count(h);
+  auto s = ledger.settle(h, amt<A>(0), amt<A>(-3));
+  CHECK(s.charged == amt<A>(-3));
+  CHECK(s.refunded == amt<A>(3));
+  CHECK(s.uncovered == amt<A>(0));
+  const auto after = ledger.balance(h);
+  CHECK(after.remaining == amt<A>(8));
+  CHECK(after.used == amt<A>(0));
+  CHECK(after.reserved == amt<A>(2)); // an open reservation stays
+  CHECK(ledger.charge_count(h) == charges);
+  SECTION("on a closed account the usage goes to the caller") {
+    REQUIRE(ledger.debit(h, amt<A>(1)) == LedgerStatus::ok);
+    REQUIRE(ledger.close(h));
+    auto closed = ledger.settle(h, amt<A>(0), amt<A>(-1));
+    CHECK(closed.account_closed);
+    CHECK(closed.refunded == amt<A>(1));
+  }
+}
+
 TEMPLATE_TEST_CASE("ledger compare_exchange_remaining and credit", "[ledger]", Decimal,
                    std::int64_t, BigDecimal, double) {
   using A = TestType;

@@ -176,6 +176,10 @@ public:
   /// reservation, the rest of it is refunded, and an overage is charged from remaining as far
   /// as remaining goes (never below zero). On a closed account the refund is returned to the
   /// caller in `refunded` and the overage is uncovered.
+  ///
+  /// With `held` zero and a negative `actual`, it is the inverse of a charge: `-actual` goes from
+  /// used back to remaining, no charge is counted (`charged` is `actual`, `refunded` is
+  /// `-actual`). `reset_usage` (budget periods) relies on that; every ledger must do the same.
   Settlement<Amount> settle(handle_type h, const Amount& held, const Amount& actual) noexcept {
     const Amount zero = amount_zero<Amount>();
     Settlement<Amount> s{zero, zero, zero};
