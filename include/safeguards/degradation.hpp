@@ -3,7 +3,6 @@
 #pragma once
 
 #include <atomic>
-#include <boost/multiprecision/cpp_int.hpp>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -48,24 +47,6 @@ struct ServiceLevel {
 
   friend bool operator==(const ServiceLevel&, const ServiceLevel&) = default;
 };
-
-namespace detail {
-
-// remaining / allocated >= percent / 100, decided without dividing and without rounding.
-template <BudgetAmount Amount>
-bool at_least_percent(const Amount& remaining, const Amount& allocated, Percent percent) {
-  using traits = amount_traits<Amount>;
-  if constexpr (RawAmount<Amount>) {
-    // Two int64 quanta times at most 100 fit 128 bits with room to spare: exact.
-    using wide = boost::multiprecision::int128_t;
-    return wide(traits::to_raw(remaining)) * 100 >=
-           wide(traits::to_raw(allocated)) * percent.value();
-  } else {
-    return !(traits::mul_div(remaining, 100, 1) < traits::mul_div(allocated, percent.value(), 1));
-  }
-}
-
-} // namespace detail
 
 /// The guide's service-level table, validated: levels ordered from the best to the worst, each
 /// with a strictly lower `min_remaining` than the one before, the last at 0 % so that every
@@ -133,7 +114,7 @@ public:
     if (!(zero < allocated) || remaining < zero)
       return levels_.size() - 1;
     for (std::size_t i = 0; i + 1 < levels_.size(); ++i)
-      if (detail::at_least_percent(remaining, allocated, levels_[i].min_remaining))
+      if (0 <= detail::compare_to_share(remaining, allocated, levels_[i].min_remaining))
         return i;
     return levels_.size() - 1;
   }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <boost/multiprecision/cpp_int.hpp>
 #include <concepts>
 #include <cstdint>
 #include <functional>
@@ -140,6 +141,30 @@ private:
 };
 
 namespace detail {
+
+// The sign of `value * 100 - total * percent`: where `value` stands against `percent` % of
+// `total`. Exact for the raw amount types (a 128-bit product, no rounding, no division, so a
+// zero total is just a zero line); the others compare with the line their own `mul_div` draws.
+template <BudgetAmount Amount>
+int compare_to_share(const Amount& value, const Amount& total, Percent percent) {
+  if constexpr (RawAmount<Amount>) {
+    using wide = boost::multiprecision::int128_t;
+    const wide lhs = wide(amount_traits<Amount>::to_raw(value)) * 100;
+    const wide rhs = wide(amount_traits<Amount>::to_raw(total)) * percent.value();
+    return lhs < rhs ? -1 : (rhs < lhs ? 1 : 0);
+  } else {
+    using traits = amount_traits<Amount>;
+    Amount line{};
+    try {
+      line = traits::mul_div(total, percent.value(), 100);
+    } catch (const AmountOverflow&) {
+      // `total * percent` left the type's range before the division (a `double` near its
+      // maximum); a hundredth of it first cannot.
+      line = traits::mul_div(traits::mul_div(total, 1, 100), percent.value(), 1);
+    }
+    return value < line ? -1 : (line < value ? 1 : 0);
+  }
+}
 
 // A registered monitor. `active` is cleared first when it is unregistered, so that a monitor
 // whose removal from the lists could not finish (no memory for the new list) never runs again.
