@@ -265,11 +265,11 @@ int main() {
 
   // ---- Regular budget reviews ---------------------------------------------------------------
   // The guide's scheduled_budget_review: agents above 90 % remaining (underused), below 10 %
-  // (nearly depleted), pools below 20 %. `review` returns the findings as values;
+  // (nearly depleted), pools below 20 %. `coord.review()` returns the findings as values;
   // `PeriodicReview(coord, 24h, callback)` runs it on a thread every 24 hours (see
   // docs/lifecycle.md).
   fmt::print("== review\n");
-  for (const ReviewFinding& finding : review(coord, ReviewThresholds{}))
+  for (const ReviewFinding& finding : coord.review())
     fmt::print("  {}\n", finding);
 
   // ---- Graceful degradation -----------------------------------------------------------------

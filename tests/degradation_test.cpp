@@ -657,3 +657,30 @@ TEST_CASE("the worked example: a cheaper model as the level drops over a day", "
                                {"small_model", "cached_only"},
                                {"cached_only", "large_model"}});
 }
+
+TEST_CASE("coord.service_level: the guide's table by default, or one given, from the coordinator") {
+  BudgetCoordinator coord;
+  const AgentId a = coord.create_agent({.name = "a", .initial_budget = Decimal(100)});
+  CHECK(coord.service_level(a).name == "full");
+  coord.consume(a, Decimal(50)); // exactly 50 % left: still full
+  CHECK(coord.service_level(a).name == "full");
+  coord.consume(a, Decimal("0.000001"));
+  CHECK(coord.service_level(a).name == "standard");
+  CHECK(coord.service_level(a).has("core_capabilities"));
+  {
+    auto r = coord.reserve(a, Decimal(45)); // reserved money counts as gone: 4.999999 % left
+    CHECK(coord.service_level(a).name == "emergency");
+  } // released
+  CHECK(coord.service_level(a).name == "standard");
+  const ServiceLevels two(
+      {{.name = "on", .min_remaining = 60}, {.name = "off", .min_remaining = 0}});
+  CHECK(coord.service_level(a, two).name == "off");
+  // The coordinator and GracefulDegradation agree.
+  GracefulDegradation degradation(coord);
+  CHECK(degradation.service_level(a) == coord.service_level(a));
+  const AgentId empty = coord.create_agent({.name = "empty", .initial_budget = Decimal(0)});
+  CHECK(coord.service_level(empty).name == "emergency"); // nothing allocated, no division
+  CHECK_THROWS_AS(coord.service_level(AgentId(9999)), UnknownAgent);
+  // The guide's table is one shared constant, not rebuilt per call.
+  CHECK(&ServiceLevels::guide_default() == &ServiceLevels::guide_default());
+}

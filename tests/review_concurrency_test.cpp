@@ -14,6 +14,7 @@
 #include <latch>
 #include <memory>
 #include <mutex>
+#include <safeguards/periodic_review.hpp>
 #include <safeguards/review.hpp>
 #include <stdexcept>
 #include <stop_token>

@@ -8,6 +8,7 @@
 #include <functional>
 #include <limits>
 #include <optional>
+#include <safeguards/periodic_review.hpp>
 #include <safeguards/review.hpp>
 #include <stdexcept>
 #include <string>
@@ -316,4 +317,19 @@ TEST_CASE("PeriodicReview: bad arguments are refused before any thread starts") 
   static_assert(std::is_same_v<R::duration, std::chrono::nanoseconds>);
   static_assert(!std::is_copy_constructible_v<R>);
   static_assert(std::is_same_v<PeriodicReview::Finding, ReviewFinding>);
+}
+
+TEST_CASE("coord.review() is review(coord)") {
+  BudgetCoordinator coord;
+  const AgentId idle = coord.create_agent({.name = "idle", .initial_budget = Decimal(100)});
+  const AgentId busy = coord.create_agent({.name = "busy", .initial_budget = Decimal(100)});
+  coord.consume(busy, Decimal(95));
+  const auto findings = coord.review();
+  CHECK(findings == review(coord));
+  REQUIRE(findings.size() == 2);
+  CHECK(findings[0].agent == idle);
+  CHECK(findings[0].kind == ReviewFindingKind::Underused);
+  CHECK(findings[1].agent == busy);
+  CHECK(findings[1].kind == ReviewFindingKind::NearlyDepleted);
+  CHECK(coord.review({.underused = 100, .nearly_depleted = 0}).empty());
 }

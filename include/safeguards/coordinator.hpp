@@ -40,6 +40,8 @@
 #include <safeguards/ledger.hpp>
 #include <safeguards/monitor.hpp>
 #include <safeguards/reservation.hpp>
+#include <safeguards/review.hpp>
+#include <safeguards/service_levels.hpp>
 #include <safeguards/subscription.hpp>
 #include <safeguards/violation.hpp>
 #include <shared_mutex>
@@ -794,6 +796,38 @@ public:
     for (PoolId id : ids)
       out.push_back(metrics_locked(*find_pool_locked(id), now));
     return out;
+  }
+
+  /// The guide's `determine_service_level`: the level of `levels` (the guide's full, standard,
+  /// minimal and emergency by default) that the agent is at for the share of its allocation it
+  /// has left, remaining / (remaining + used + reserved), compared exactly; an empty allocation
+  /// is the lowest level. For a table per agent and a notification on each change of level, use
+  /// `GracefulDegradation` (degradation.hpp). Throws `UnknownAgent`.
+  ///
+  /// **Example**
+  /// ```
+  /// coord.service_level(agent).name;   // "full", "standard", "minimal" or "emergency"
+  /// if (coord.service_level(agent).has("high_quality")) { /* the large model */ }
+  /// ```
+  ServiceLevel service_level(AgentId agent,
+                             const ServiceLevels& levels = ServiceLevels::guide_default()) const {
+    const AgentMetrics m = agent_metrics(agent);
+    const Amount allocated =
+        traits::add(traits::add(m.remaining_budget, m.used_budget), m.reserved_budget);
+    return levels.level_for(m.remaining_budget, allocated);
+  }
+
+  /// The guide's `review_budgets`: underused and nearly depleted agents, pools running low, as
+  /// findings with their numbers and a suggested action; see `review` (review.hpp), which this
+  /// calls. `PeriodicReview` (periodic_review.hpp) runs it on a schedule.
+  ///
+  /// **Example**
+  /// ```
+  /// for (const ReviewFinding& finding : coord.review())
+  ///   fmt::print("{}\n", finding);
+  /// ```
+  std::vector<BasicReviewFinding<Amount>> review(const ReviewThresholds& thresholds = {}) const {
+    return safeguards::review(*this, thresholds);
   }
 
   /// Number of consumes and commits so far, and their sum (the used budget): the running

@@ -18,7 +18,9 @@
 #include <safeguards/ledger.hpp>
 #include <safeguards/monitor.hpp>
 #include <safeguards/period.hpp>
+#include <safeguards/periodic_review.hpp>
 #include <safeguards/prometheus.hpp>
 #include <safeguards/review.hpp>
+#include <safeguards/service_levels.hpp>
 #include <safeguards/subscription.hpp>
 #include <safeguards/violation.hpp>
