@@ -273,6 +273,7 @@ private:
   Step try_take(const LlmRequest& request, bool last_try);
   template <class B>
   bool try_hold_on(B& budget, std::int64_t n, std::int64_t min_n);
+  void set_allowance(std::int64_t n, std::int64_t min_n);
   // What the run budget holds for the call; the views refer to `model_` and `kinds_`.
   std::array<ConsumptionView, 5> holds() const;
   std::string_view prompt_kind() const noexcept;
@@ -494,6 +495,16 @@ std::array<ConsumptionView, 5> BasicLlmCallGuard<Run, Coordinator>::holds() cons
           ConsumptionView(reserved_cost_, units::usd, model_)};
 }
 
+// The call may produce `n` completion tokens, but never fewer than `min_n`: below the minimum,
+// the hold or the reservation refuses and names the limit. What that costs is set aside.
+template <RunBudget Run, class Coordinator>
+void BasicLlmCallGuard<Run, Coordinator>::set_allowance(std::int64_t n, std::int64_t min_n) {
+  allowance_ = std::max(n, min_n);
+  reserved_cost_ =
+      price_ ? cost(*price_, {.prompt_tokens = prompt_estimate_, .completion_tokens = allowance_})
+             : Decimal();
+}
+
 // Under the run budget's lock: reads what its limits allow, cuts the call to it and holds that,
 // so no other call can take the room between the read and the hold.
 template <RunBudget Run, class Coordinator>
@@ -517,10 +528,7 @@ bool BasicLlmCallGuard<Run, Coordinator>::try_hold_on(B& b, std::int64_t n, std:
   if (price_)
     if (auto a = b.available(units::usd, model_))
       n = std::min(n, afford(*a));
-  allowance_ = std::max(n, min_n); // below the minimum, the hold names the limit that refuses
-  reserved_cost_ = price_
-                       ? cost(*price_, {.prompt_tokens = prompt, .completion_tokens = allowance_})
-                       : Decimal();
+  set_allowance(n, min_n);
   if (auto refused = b.try_hold(holds())) {
     refusal_ = run_refusal(*refused);
     return false;
@@ -555,10 +563,7 @@ auto BasicLlmCallGuard<Run, Coordinator>::try_take(const LlmRequest& request, bo
             [&](auto& b) { return try_hold_on(b, n, request.min_completion_tokens); }))
       return Step::refused;
   } else {
-    allowance_ = std::max(n, request.min_completion_tokens);
-    reserved_cost_ =
-        price_ ? cost(*price_, {.prompt_tokens = prompt_estimate_, .completion_tokens = allowance_})
-               : Decimal();
+    set_allowance(n, request.min_completion_tokens);
   }
   if (coord_) {
     // At least a micro-dollar, so that a free call still has a reservation to settle and the

@@ -150,6 +150,13 @@ review(const Coordinator& coord, const ReviewThresholds& thresholds = {}) {
   for (const auto& p : pools)
     pool_names.emplace(p.id, p.name);
 
+  // The numbers a finding was decided on, from an agent's or a pool's metrics.
+  auto take_numbers = [](Finding& f, const auto& m) {
+    f.initial_budget = m.initial_budget;
+    f.used_budget = m.used_budget;
+    f.reserved_budget = m.reserved_budget;
+    f.remaining_budget = m.remaining_budget;
+  };
   std::vector<Finding> out;
   for (const auto& a : agents) {
     const int underused =
@@ -164,10 +171,7 @@ review(const Coordinator& coord, const ReviewThresholds& thresholds = {}) {
     f.pool = a.pool;
     if (auto it = pool_names.find(a.pool); it != pool_names.end())
       f.pool_name = it->second;
-    f.initial_budget = a.initial_budget;
-    f.used_budget = a.used_budget;
-    f.reserved_budget = a.reserved_budget;
-    f.remaining_budget = a.remaining_budget;
+    take_numbers(f, a);
     if (underused > 0) {
       f.kind = ReviewFindingKind::Underused;
       f.severity = AlertSeverity::Info;
@@ -191,10 +195,7 @@ review(const Coordinator& coord, const ReviewThresholds& thresholds = {}) {
     f.severity = AlertSeverity::Medium;
     f.pool = p.id;
     f.pool_name = p.name;
-    f.initial_budget = p.initial_budget;
-    f.used_budget = p.used_budget;
-    f.reserved_budget = p.reserved_budget;
-    f.remaining_budget = p.remaining_budget;
+    take_numbers(f, p);
     f.threshold = thresholds.pool_low;
     f.action = fmt::format("rebalance pool \"{}\"", p.name);
     out.push_back(std::move(f));
