@@ -163,3 +163,47 @@ TEST_CASE("dropping a result is a compiler warning", "[coordinator][nodiscard]")
   std::ignore = r.commit(1_d);
   CHECK(coord.get_budget(a) == 8_d);
 }
+
+TEST_CASE("an agent is never given more than its account can hold", "[coordinator][inputs]") {
+  // The lock-free ledger packs a balance into 55 bits: 36,028,797,018.963967 as a Decimal.
+  const Decimal cap = *InMemoryLedger<Decimal>::max_balance();
+  const Decimal micro = Decimal::from_raw(1);
+  BudgetCoordinator coord;
+  const Decimal pool_budget = cap + cap + cap + cap;
+  const PoolId p = coord.create_pool({.name = "p", .initial_budget = pool_budget});
+
+  SECTION("creating one above it fails and creates nothing") {
+    CHECK_THROWS_AS(coord.create_agent({.name = "a", .initial_budget = cap + micro, .pool = p}),
+                    AmountOverflow);
+    CHECK(coord.agents().empty());
+    CHECK(coord.pool_metrics(p).unallocated_budget == pool_budget);
+  }
+  const AgentId a = coord.create_agent({.name = "a", .initial_budget = cap, .pool = p});
+  const AgentId b = coord.create_agent({.name = "b", .initial_budget = 10_d, .pool = p});
+  SECTION("raising a budget past it fails and changes nothing") {
+    coord.consume(a, 1_d); // spent money still counts: the bound is on what was given
+    CHECK_THROWS_WITH(coord.update_budget(a, cap, "raise"),
+                      Catch::Contains("cannot be given 1.0 more") &&
+                          Catch::Contains("holds at most 36028797018.963967"));
+    CHECK(coord.get_budget(a) == cap - 1_d);
+    coord.update_budget(a, cap - 2_d, "lower"); // decreases always fit
+    CHECK(coord.get_budget(a) == cap - 2_d);
+  }
+  SECTION("a transfer into a full account fails and moves nothing") {
+    CHECK_THROWS_AS(coord.transfer(b, a, 1_d, "move"), AmountOverflow);
+    CHECK(coord.get_budget(b) == 10_d);
+    coord.transfer(a, b, 1_d, "back"); // and out of it works
+    CHECK(coord.get_budget(b) == 11_d);
+  }
+  SECTION("an allocation that would overfill an account fails and changes nothing") {
+    CHECK_THROWS_AS(coord.allocate(p, PriorityAllocation{}), AmountOverflow);
+    CHECK(coord.get_budget(a) == cap);
+    CHECK(coord.get_budget(b) == 10_d);
+  }
+  SECTION("an emergency grant that would overfill it fails and moves nothing") {
+    CHECK_THROWS_AS(coord.emergency_allocation(a, 10_d, "critical outage"), AmountOverflow);
+    CHECK(coord.get_budget(a) == cap);
+    CHECK(coord.pool_metrics(p).unallocated_budget == pool_budget - cap - 10_d);
+  }
+  CHECK(coord.check_invariants().empty());
+}

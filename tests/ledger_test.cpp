@@ -2,6 +2,7 @@
 // coordinator running on a ledger of the user's own.
 #include <catch2/catch.hpp>
 #include <cstdint>
+#include <limits>
 #include <safeguards/big_decimal.hpp>
 #include <safeguards/coordinator.hpp>
 #include <safeguards/ledger.hpp>
@@ -185,4 +186,84 @@ TEST_CASE("the coordinator runs on any Ledger", "[ledger][coordinator]") {
   CHECK(coord.get_budget(a) == 7_d);
   CHECK(coord.check_invariants().empty());
   CHECK(coord.ledger().debits == 2);
+}
+
+TEMPLATE_TEST_CASE("a lock-free account holds at most max_balance", "[ledger]", Decimal,
+                   std::int64_t) {
+  using A = TestType;
+  using traits = amount_traits<A>;
+  InMemoryLedger<A> ledger;
+  const A cap = *InMemoryLedger<A>::max_balance();
+  CHECK(traits::to_raw(cap) == (std::int64_t{1} << 55) - 1);
+  CHECK_THROWS_AS(ledger.open(traits::from_raw(traits::to_raw(cap) + 1)), AmountOverflow);
+  CHECK_THROWS_WITH(ledger.open(traits::from_raw(std::numeric_limits<std::int64_t>::max())),
+                    Catch::Contains("an account holds at most"));
+
+  auto h = ledger.open(cap);
+  CHECK(ledger.balance(h).remaining == cap);
+  CHECK(ledger.credit(h, traits::from_raw(1)) == LedgerStatus::overflow);
+  CHECK(ledger.balance(h).remaining == cap);
+  // Spending does not make room: the bound is on what the account was given.
+  REQUIRE(ledger.debit(h, amt<A>(1)) == LedgerStatus::ok);
+  CHECK(ledger.credit(h, amt<A>(1)) == LedgerStatus::overflow);
+  A expected = traits::sub(cap, amt<A>(1));
+  CHECK_FALSE(ledger.compare_exchange_remaining(h, expected, cap));
+  CHECK(expected == traits::sub(cap, amt<A>(1))); // unchanged: the bound, not a race
+  // A debit far beyond any balance is refused, not shifted into the count's bits.
+  CHECK(ledger.debit(h, traits::from_raw(std::numeric_limits<std::int64_t>::max())) ==
+        LedgerStatus::insufficient);
+  CHECK(ledger.reserve(h, traits::from_raw(std::numeric_limits<std::int64_t>::max())) ==
+        LedgerStatus::insufficient);
+  // Everything back to remaining, then a settle far beyond it takes what there is.
+  auto s = ledger.settle(h, amt<A>(0), traits::from_raw(std::numeric_limits<std::int64_t>::max()));
+  CHECK(s.charged == traits::sub(cap, amt<A>(1)));
+  auto b = ledger.balance(h);
+  CHECK(b.remaining == amt<A>(0));
+  CHECK(b.used == cap);
+  // Giving usage back restores the whole balance exactly.
+  ledger.settle(h, amt<A>(0), traits::sub(amt<A>(0), cap));
+  CHECK(ledger.balance(h).remaining == cap);
+  CHECK(ledger.balance(h).used == amt<A>(0));
+}
+
+TEMPLATE_TEST_CASE("the charge count is exact across the carries of its low bits", "[ledger]",
+                   Decimal, std::int64_t, BigDecimal) {
+  using A = TestType;
+  InMemoryLedger<A> ledger;
+  auto h = ledger.open(amt<A>(100000));
+  std::uint64_t expected = 0;
+  for (int i = 0; i < 1000; ++i) {
+    switch (i % 5) {
+    case 0:
+    case 1:
+      REQUIRE(ledger.debit(h, amt<A>(1)) == LedgerStatus::ok);
+      ++expected;
+      break;
+    case 2: // a settle that charges counts once
+      REQUIRE(ledger.reserve(h, amt<A>(2)) == LedgerStatus::ok);
+      (void)ledger.settle(h, amt<A>(2), amt<A>(1));
+      ++expected;
+      break;
+    case 3: // a release and a settle of nothing do not count
+      REQUIRE(ledger.reserve(h, amt<A>(2)) == LedgerStatus::ok);
+      REQUIRE(ledger.release(h, amt<A>(2)));
+      REQUIRE(ledger.reserve(h, amt<A>(2)) == LedgerStatus::ok);
+      (void)ledger.settle(h, amt<A>(2), amt<A>(0));
+      break;
+    default: // nor do credits and refused debits
+      REQUIRE(ledger.credit(h, amt<A>(1)) == LedgerStatus::ok);
+      REQUIRE(ledger.debit(h, amt<A>(1000000)) == LedgerStatus::insufficient);
+      break;
+    }
+    REQUIRE(ledger.charge_count(h) == expected);
+  }
+  CHECK(expected == 600);
+  auto b = ledger.balance(h);
+  CHECK(b.used == amt<A>(600));
+  CHECK(b.remaining == amt<A>(100000 + 200 - 600));
+  CHECK(b.reserved == amt<A>(0));
+  // Closing keeps the count and the usage.
+  CHECK(ledger.close(h) == amt<A>(99600));
+  CHECK(ledger.charge_count(h) == 600);
+  CHECK(ledger.balance(h).used == amt<A>(600));
 }

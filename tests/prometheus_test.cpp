@@ -526,16 +526,16 @@ TEST_CASE("Scrapes while agents spend: each parses, counters never go down", "[p
 
 TEST_CASE("Extreme amounts are written exactly", "[prometheus]") {
   BudgetCoordinator coord;
-  Decimal huge = Decimal::parse("9000000000000.123456");
+  Decimal huge = *InMemoryLedger<Decimal>::max_balance(); // 36028797018.963967
   AgentId a = coord.create_agent({.name = "big", .initial_budget = huge});
   coord.consume(a, Decimal("0.000001"));
   std::string text = to_prometheus(coord);
   CHECK(has_line(
       text,
-      R"(safeguards_agent_initial_budget{agent="big",pool="agent:big",priority="5"} 9000000000000.123456)"));
+      R"(safeguards_agent_initial_budget{agent="big",pool="agent:big",priority="5"} 36028797018.963967)"));
   CHECK(has_line(
       text,
-      R"(safeguards_agent_remaining_budget{agent="big",pool="agent:big",priority="5"} 9000000000000.123455)"));
+      R"(safeguards_agent_remaining_budget{agent="big",pool="agent:big",priority="5"} 36028797018.963966)"));
   check_against_api(parse(text), coord);
   check_with_promtool(text);
 }

@@ -200,9 +200,10 @@ TEST_CASE("review: the decision is exact where rounding the line would get it wr
     // 0.000001 of 0.000011 left is 9.09 %: nearly depleted, though 10 % rounds to 0.000001.
     CHECK(only_kind(review_one_agent("0.000011", "0.00001")) == ReviewFindingKind::NearlyDepleted);
   }
-  SECTION("the largest budgets: percent times amount does not overflow") {
+  SECTION("the largest budgets: exact where a double is not") {
     BasicBudgetCoordinator<std::int64_t> coord;
-    constexpr std::int64_t max = std::numeric_limits<std::int64_t>::max();
+    // 2^55 - 1: the most an in-memory account holds, beyond a double's 53-bit mantissa.
+    const std::int64_t max = *InMemoryLedger<std::int64_t>::max_balance();
     AgentId a = coord.create_agent({.name = "huge", .initial_budget = max});
     auto findings = review(coord);
     REQUIRE(findings.size() == 1);
@@ -214,7 +215,7 @@ TEST_CASE("review: the decision is exact where rounding the line would get it wr
     CHECK(only_kind(review(coord)) == ReviewFindingKind::Underused);
     REQUIRE(coord.try_consume(a, std::int64_t{1}).ok());
     CHECK(review(coord).empty());
-    // Leave max / 10 = 922337203685477580, 0.7 below 10 % of max (...807): nearly depleted,
+    // Leave max / 10 = 3602879701896396, 0.7 below 10 % of max (...967): nearly depleted,
     // which no double comparison could tell.
     REQUIRE(coord.try_consume(a, max - max / 10 - 1 - max / 10).ok());
     CHECK(coord.agent_metrics(a).remaining_budget == max / 10);

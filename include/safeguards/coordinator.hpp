@@ -447,6 +447,7 @@ public:
           throw PoolExhausted(fmt::format(
               "safeguards: pool \"{}\" has {} unallocated, cannot raise {} by {}", pool.name,
               amount_to_string(pool.unallocated), agent, amount_to_string(delta)));
+        require_fits_locked(a, delta);
         if (ledger_.compare_exchange_remaining(a.account, old, new_budget)) {
           a.allocated = traits::add(a.allocated, delta);
           pool.unallocated = traits::sub(pool.unallocated, delta);
@@ -482,6 +483,7 @@ public:
         throw InvalidArgument(fmt::format("safeguards: cannot transfer from {} to itself", from));
       records.front().agent_name = src.name;
       records.back().agent_name = dst.name;
+      require_fits_locked(dst, amount);
       const std::optional<Amount> taken_from = withdraw(src, amount); // src is live: open
       if (!taken_from)
         throw BudgetExceeded(fmt::format(
@@ -658,6 +660,7 @@ public:
       grant.granted = zero();
       for (const auto& source : grant.sources)
         grant.granted = traits::add(grant.granted, source.amount);
+      require_fits_locked(a, grant.granted);
       for (std::size_t i = 0; i < grant.sources.size(); ++i) { // allocated before any change
         records.emplace_back();
         records.back().agent_name = a.name;
@@ -1016,6 +1019,9 @@ private:
     const PoolSnapshot<Amount> snapshot{p.id, p.priority, distributable, agents};
     const std::vector<Amount> target = strategy.allocate(snapshot);
     validate_allocation(snapshot, target, strategy.name());
+    for (std::size_t i = 0; i < agents.size(); ++i)
+      if (agents[i].remaining < target[i])
+        require_fits_locked(*states[i], traits::sub(target[i], agents[i].remaining));
     result = {p.id, std::string(strategy.name()), distributable, p.unallocated, {}, {}};
     result.changes.reserve(agents.size());
     records.clear();
@@ -1077,6 +1083,32 @@ private:
   // Takes `amount` out of an agent's remaining balance without counting it as usage, for
   // transfers and allocations: the balance it was taken from, or nothing when the balance cannot
   // cover it (a consumer got there first). Never below zero.
+  // Throws `AmountOverflow` when giving the agent `more` would make its account hold more than
+  // the ledger's `max_balance()` (the lock-free `InMemoryLedger` packs a balance into 55 bits).
+  // Under the writer lock: only writers add to an account, so the total cannot move meanwhile.
+  void require_fits_locked(const AgentState& a, const Amount& more) const {
+    if constexpr (requires {
+                    { L::max_balance() } -> std::same_as<std::optional<Amount>>;
+                  }) {
+      const std::optional<Amount> cap = L::max_balance();
+      if (!cap || !(zero() < more))
+        return;
+      const auto b = ledger_.balance(a.account);
+      std::optional<Amount> total = checked_add(b.remaining, b.used);
+      if (total)
+        total = checked_add(*total, b.reserved);
+      if (total)
+        total = checked_add(*total, more);
+      if (!total || *cap < *total)
+        throw AmountOverflow(fmt::format(
+            "safeguards: agent \"{}\" ({}) holds {} and cannot be given {} more: an account "
+            "holds at most {}",
+            a.name, a.id,
+            amount_to_string(traits::add(traits::add(b.remaining, b.used), b.reserved)),
+            amount_to_string(more), amount_to_string(*cap)));
+    }
+  }
+
   std::optional<Amount> withdraw(AgentState& a, const Amount& amount) noexcept {
     Amount current = ledger_.balance(a.account).remaining;
     while (!(current < amount))

@@ -11,6 +11,9 @@
 #include <mutex>
 #include <optional>
 #include <safeguards/amount.hpp>
+#include <safeguards/errors.hpp>
+#include <string>
+#include <thread>
 #include <type_traits>
 #include <utility>
 
@@ -30,7 +33,8 @@ struct LedgerBalance {
 enum class LedgerStatus : std::uint8_t {
   ok,
   insufficient, ///< the remaining balance cannot cover the amount; nothing changed
-  closed        ///< the account was closed; nothing changed
+  closed,       ///< the account was closed; nothing changed
+  overflow      ///< the account cannot hold that much (see `max_balance`); nothing changed
 };
 
 /// What settling a reservation did: `charged` went to used, `refunded` back to remaining (or to
@@ -79,16 +83,76 @@ namespace detail {
 // One cache line per account so that agents on different cores never share a line.
 inline constexpr std::size_t cache_line = 64;
 
-// Lock-free cell: every number is one atomic int64 of raw units. A closed account's remaining
-// holds a sentinel no real balance can reach, so closing races correctly with debits.
+// Lock-free cell. A plain debit is one compare-and-swap of `word`, which holds everything a
+// debit changes: the remaining balance and the low bits of the charge count. `used` is not
+// stored: it is `allocated - remaining - reserved`, so a debit has nothing else to update.
+//
+// Everything else (reserve, settle, release, credit, close, the count's carry) changes several
+// fields. Those writers take `seq` (odd while one writes; a seqlock) so that readers get the
+// numbers of one instant: a reader retries when `seq` moved, and since a plain debit changes
+// `word` alone, one load of it is consistent with the fields the writers guard.
 struct alignas(cache_line) AtomicCell {
-  static constexpr std::int64_t closed = std::numeric_limits<std::int64_t>::min();
-  std::atomic<std::int64_t> remaining{0};
-  std::atomic<std::int64_t> used{0};
+  static constexpr int count_bits = 8;
+  static constexpr std::uint64_t count_mask = (std::uint64_t{1} << count_bits) - 1;
+  static constexpr std::uint64_t closed_bit = std::uint64_t{1} << 63;
+  // 55 bits of raw units: 36,028,797,018.963967 as a `Decimal`.
+  static constexpr std::int64_t max_raw = (std::int64_t{1} << (63 - count_bits)) - 1;
+
+  // closed (bit 63) | remaining (bits 8..62) | charge count mod 256 (bits 0..7)
+  std::atomic<std::uint64_t> word{0};
+  std::atomic<std::uint64_t> seq{0};
+  // Written only under `seq`; atomics so that readers may race with them and retry.
   std::atomic<std::int64_t> reserved{0};
-  // Debits and settles that charged something. On this line, not the caller's: a counter on a
-  // second contended line costs more than the whole debit when two cores share an account.
-  std::atomic<std::uint64_t> charges{0};
+  std::atomic<std::int64_t> allocated{0};       // remaining + used + reserved
+  std::atomic<std::uint64_t> charge_carries{0}; // times the low 8 bits of the count wrapped
+
+  static constexpr std::int64_t remaining_of(std::uint64_t w) noexcept {
+    return static_cast<std::int64_t>((w & ~closed_bit) >> count_bits);
+  }
+  static constexpr std::uint64_t with_remaining(std::uint64_t w, std::int64_t rem) noexcept {
+    return (w & (closed_bit | count_mask)) | (static_cast<std::uint64_t>(rem) << count_bits);
+  }
+  // One more charge, carrying into `charge_carries` (the caller holds `seq`) on a wrap.
+  static constexpr std::uint64_t counted(std::uint64_t w, bool& carry) noexcept {
+    carry = (w & count_mask) == count_mask;
+    return carry ? w & ~count_mask : w + 1;
+  }
+};
+
+// The writers' side of `AtomicCell::seq`. Holders run a few instructions and never block, so
+// waiting spins briefly and then yields (a holder may have been preempted).
+class CellWriter {
+public:
+  explicit CellWriter(AtomicCell& cell) noexcept : cell_(cell) {
+    std::uint64_t s = cell_.seq.load(std::memory_order_relaxed);
+    for (int spins = 0;; ++spins) {
+      if ((s & 1) == 0 && cell_.seq.compare_exchange_weak(s, s + 1, std::memory_order_acquire,
+                                                          std::memory_order_relaxed))
+        break;
+      pause(spins);
+      s = cell_.seq.load(std::memory_order_relaxed);
+    }
+    seq_ = s + 1;
+  }
+  ~CellWriter() { cell_.seq.store(seq_ + 1, std::memory_order_release); }
+  CellWriter(const CellWriter&) = delete;
+  CellWriter& operator=(const CellWriter&) = delete;
+
+  // Fields only writers change: a load and a store, no locked instruction.
+  template <class T>
+  static void add(std::atomic<T>& field, T delta) noexcept {
+    field.store(static_cast<T>(field.load(std::memory_order_relaxed) + delta),
+                std::memory_order_release);
+  }
+
+  static void pause(int spins) noexcept {
+    if (spins >= 64)
+      std::this_thread::yield();
+  }
+
+private:
+  AtomicCell& cell_;
+  std::uint64_t seq_;
 };
 
 // Fallback for amounts that do not fit one atomic word: a short per-account lock.
@@ -104,15 +168,21 @@ struct alignas(cache_line) LockedCell {
 
 } // namespace detail
 
-/// Balances in this process's memory. For `Decimal` and `std::int64_t` every account is three
-/// `std::atomic<int64_t>` on their own cache line and every operation is a short CAS loop; other
+/// Balances in this process's memory. For `Decimal` and `std::int64_t` every account is one
+/// cache line of atomics: a debit is one compare-and-swap, the other operations a short
+/// seqlock-guarded update (see `detail::AtomicCell`), and no balance is ever read torn. Other
 /// amount types take a per-account mutex. Accounts live until the ledger is destroyed, so a
 /// handle stays valid after `close` (operations on it then report `closed`).
+///
+/// A lock-free account holds at most `max_balance()` (2^55 - 1 raw units: 36,028,797,018.963967
+/// as a `Decimal`) over its life: `open` throws `AmountOverflow` above it and `credit` reports
+/// `LedgerStatus::overflow`.
 template <BudgetAmount Amount>
 class InMemoryLedger {
   static constexpr bool lock_free = detail::RawAmount<Amount>;
   using Cell = std::conditional_t<lock_free, detail::AtomicCell, detail::LockedCell<Amount>>;
   using traits = amount_traits<Amount>;
+  using Writer = detail::CellWriter;
 
 public:
   using amount_type = Amount;
@@ -121,18 +191,38 @@ public:
   /// True when accounts are lock-free atomics rather than mutex-protected.
   static constexpr bool is_lock_free() noexcept { return lock_free; }
 
+  /// The most an account can be given (`remaining + used + reserved`); none for mutex-protected
+  /// accounts, whose amounts are only bounded by their type.
+  static std::optional<Amount> max_balance() noexcept {
+    if constexpr (lock_free)
+      return traits::from_raw(detail::AtomicCell::max_raw);
+    else
+      return std::nullopt;
+  }
+
   InMemoryLedger() = default;
   InMemoryLedger(const InMemoryLedger&) = delete;
   InMemoryLedger& operator=(const InMemoryLedger&) = delete;
 
   /// Opens an account holding `initial`. Not thread-safe with itself: callers serialise opens.
+  /// Throws `AmountOverflow` above `max_balance()`.
   handle_type open(const Amount& initial) {
-    auto& cell = cells_.emplace_back();
-    if constexpr (lock_free)
-      cell.remaining.store(traits::to_raw(initial), std::memory_order_release);
-    else
+    if constexpr (lock_free) {
+      const std::int64_t raw = traits::to_raw(initial);
+      if (raw > detail::AtomicCell::max_raw)
+        throw AmountOverflow("safeguards: an account holds at most " +
+                             amount_to_string(*max_balance()) + ", not " +
+                             amount_to_string(initial));
+      auto& cell = cells_.emplace_back();
+      cell.word.store(static_cast<std::uint64_t>(raw) << detail::AtomicCell::count_bits,
+                      std::memory_order_release);
+      cell.allocated.store(raw, std::memory_order_release);
+      return &cell;
+    } else {
+      auto& cell = cells_.emplace_back();
       cell.remaining = initial;
-    return &cell;
+      return &cell;
+    }
   }
 
   /// Closes the account and returns the remaining balance it swept out, or nothing when it was
@@ -140,10 +230,17 @@ public:
   /// hand their refund back to the caller.
   std::optional<Amount> close(handle_type h) noexcept {
     if constexpr (lock_free) {
-      auto old = h->remaining.exchange(detail::AtomicCell::closed, std::memory_order_acq_rel);
-      if (old == detail::AtomicCell::closed)
-        return std::nullopt;
-      return traits::from_raw(old);
+      Writer w(*h);
+      std::uint64_t cur = h->word.load(std::memory_order_relaxed);
+      do {
+        if (cur & Cell::closed_bit)
+          return std::nullopt;
+      } while (!h->word.compare_exchange_weak(cur, Cell::with_remaining(cur, 0) | Cell::closed_bit,
+                                              std::memory_order_acq_rel,
+                                              std::memory_order_relaxed));
+      const std::int64_t swept = Cell::remaining_of(cur);
+      Writer::add(h->allocated, -swept);
+      return traits::from_raw(swept);
     } else {
       std::lock_guard lock(h->mutex);
       if (!h->open)
@@ -155,21 +252,56 @@ public:
 
   bool is_open(handle_type h) const noexcept {
     if constexpr (lock_free)
-      return h->remaining.load(std::memory_order_acquire) != detail::AtomicCell::closed;
+      return (h->word.load(std::memory_order_acquire) & Cell::closed_bit) == 0;
     else {
       std::lock_guard lock(h->mutex);
       return h->open;
     }
   }
 
-  /// Moves `amount` from remaining to used, unless remaining cannot cover it.
+  /// Moves `amount` from remaining to used, unless remaining cannot cover it. Lock-free: one
+  /// compare-and-swap (once in 256 charges the count's carry takes the writers' path).
   LedgerStatus debit(handle_type h, const Amount& amount) noexcept {
-    return move_out(h, amount, &Cell::used, true);
+    if constexpr (lock_free) {
+      const std::int64_t raw = traits::to_raw(amount);
+      std::uint64_t cur = h->word.load(std::memory_order_relaxed);
+      for (;;) {
+        if (cur & Cell::closed_bit)
+          return LedgerStatus::closed;
+        if (raw < 0 || Cell::remaining_of(cur) < raw)
+          return LedgerStatus::insufficient;
+        if ((cur & Cell::count_mask) == Cell::count_mask)
+          return debit_carrying(h, raw);
+        const std::uint64_t next = cur - (static_cast<std::uint64_t>(raw) << Cell::count_bits) + 1;
+        if (h->word.compare_exchange_weak(cur, next, std::memory_order_acq_rel,
+                                          std::memory_order_relaxed))
+          return LedgerStatus::ok;
+      }
+    } else {
+      return locked_move_out(h, amount, &Cell::used, true);
+    }
   }
 
   /// Moves `amount` from remaining to reserved, unless remaining cannot cover it.
   LedgerStatus reserve(handle_type h, const Amount& amount) noexcept {
-    return move_out(h, amount, &Cell::reserved, false);
+    if constexpr (lock_free) {
+      const std::int64_t raw = traits::to_raw(amount);
+      std::uint64_t cur = h->word.load(std::memory_order_relaxed);
+      if (auto refused = refusal(cur, raw)) // refused without taking the writers' turn
+        return *refused;
+      Writer w(*h);
+      cur = h->word.load(std::memory_order_relaxed);
+      do {
+        if (auto refused = refusal(cur, raw))
+          return *refused;
+      } while (!h->word.compare_exchange_weak(
+          cur, Cell::with_remaining(cur, Cell::remaining_of(cur) - raw), std::memory_order_acq_rel,
+          std::memory_order_relaxed));
+      Writer::add(h->reserved, raw);
+      return LedgerStatus::ok;
+    } else {
+      return locked_move_out(h, amount, &Cell::reserved, false);
+    }
   }
 
   /// Settles a reservation of `held` with the `actual` usage: up to `held` is charged from the
@@ -186,29 +318,30 @@ public:
     if constexpr (lock_free) {
       const std::int64_t held_raw = traits::to_raw(held);
       const std::int64_t actual_raw = traits::to_raw(actual);
-      std::int64_t from_hold = actual_raw < held_raw ? actual_raw : held_raw;
-      std::int64_t refund = held_raw - from_hold;
-      std::int64_t overage = actual_raw - from_hold;
+      const std::int64_t from_hold = actual_raw < held_raw ? actual_raw : held_raw;
+      const std::int64_t refund = held_raw - from_hold;
+      const std::int64_t overage = actual_raw - from_hold;
       std::int64_t extra = 0; // overage actually taken from remaining
-      std::int64_t cur = h->remaining.load(std::memory_order_relaxed);
-      for (;;) {
-        if (cur == detail::AtomicCell::closed) {
-          s.account_closed = true;
-          extra = 0;
-          break;
-        }
-        extra = overage < cur ? overage : cur;
+      bool carry = false;
+      Writer w(*h);
+      std::uint64_t cur = h->word.load(std::memory_order_relaxed);
+      std::uint64_t next = 0;
+      do {
+        const std::int64_t rem = Cell::remaining_of(cur);
+        s.account_closed = (cur & Cell::closed_bit) != 0;
+        extra = s.account_closed ? 0 : (overage < rem ? overage : rem);
         // The refund and the overage never both apply: one CAS settles either.
-        if (h->remaining.compare_exchange_weak(cur, cur + refund - extra, std::memory_order_acq_rel,
-                                               std::memory_order_relaxed))
-          break;
-      }
-      // The CAS above is the linearization point; these counters publish, nothing reads through
-      // them, so release is enough.
-      h->reserved.fetch_sub(held_raw, std::memory_order_release);
-      h->used.fetch_add(from_hold + extra, std::memory_order_release);
-      if (from_hold + extra > 0)
-        h->charges.fetch_add(1, std::memory_order_relaxed);
+        next = s.account_closed ? cur : Cell::with_remaining(cur, rem + refund - extra);
+        carry = false;
+        if (from_hold + extra > 0)
+          next = Cell::counted(next, carry);
+      } while (!h->word.compare_exchange_weak(cur, next, std::memory_order_acq_rel,
+                                              std::memory_order_relaxed));
+      Writer::add(h->reserved, -held_raw);
+      if (s.account_closed) // the refund leaves the account with the caller
+        Writer::add(h->allocated, -refund);
+      if (carry)
+        Writer::add(h->charge_carries, std::uint64_t{1});
       s.charged = traits::from_raw(from_hold + extra);
       s.refunded = traits::from_raw(refund);
       s.uncovered = traits::from_raw(overage - extra);
@@ -240,8 +373,11 @@ public:
   bool release(handle_type h, const Amount& held) noexcept {
     if constexpr (lock_free) {
       const std::int64_t raw = traits::to_raw(held);
-      bool open = add_unless_closed(h, raw);
-      h->reserved.fetch_sub(raw, std::memory_order_release);
+      Writer w(*h);
+      const bool open = add_unless_closed(h, raw);
+      Writer::add(h->reserved, -raw);
+      if (!open)
+        Writer::add(h->allocated, -raw);
       return open;
     } else {
       std::lock_guard lock(h->mutex);
@@ -253,10 +389,17 @@ public:
     }
   }
 
-  /// Adds `amount` to remaining.
+  /// Adds `amount` to remaining; `overflow` (nothing changes) past `max_balance()`.
   LedgerStatus credit(handle_type h, const Amount& amount) noexcept {
     if constexpr (lock_free) {
-      return add_unless_closed(h, traits::to_raw(amount)) ? LedgerStatus::ok : LedgerStatus::closed;
+      const std::int64_t raw = traits::to_raw(amount);
+      Writer w(*h);
+      if (!fits(h, raw))
+        return LedgerStatus::overflow;
+      if (!add_unless_closed(h, raw))
+        return LedgerStatus::closed;
+      Writer::add(h->allocated, raw);
+      return LedgerStatus::ok;
     } else {
       std::lock_guard lock(h->mutex);
       if (!h->open)
@@ -267,17 +410,31 @@ public:
   }
 
   /// Sets remaining to `desired` if it still equals `expected`; otherwise loads the current
-  /// value into `expected` and returns false. Always false on a closed account.
+  /// value into `expected` and returns false. Always false on a closed account, and on a
+  /// lock-free one when the account would then hold more than `max_balance()` (`expected` is
+  /// left as it was: check the bound before calling).
   bool compare_exchange_remaining(handle_type h, Amount& expected, const Amount& desired) noexcept {
     if constexpr (lock_free) {
-      std::int64_t exp = traits::to_raw(expected);
-      if (exp == detail::AtomicCell::closed)
+      const std::int64_t exp = traits::to_raw(expected);
+      const std::int64_t des = traits::to_raw(desired);
+      if (des < 0)
         return false;
-      bool ok = h->remaining.compare_exchange_strong(exp, traits::to_raw(desired),
-                                                     std::memory_order_acq_rel);
-      if (!ok && exp != detail::AtomicCell::closed)
-        expected = traits::from_raw(exp);
-      return ok;
+      Writer w(*h);
+      std::uint64_t cur = h->word.load(std::memory_order_relaxed);
+      do {
+        if (cur & Cell::closed_bit)
+          return false;
+        if (Cell::remaining_of(cur) != exp) {
+          expected = traits::from_raw(Cell::remaining_of(cur));
+          return false;
+        }
+        if (!fits(h, des - exp))
+          return false;
+      } while (!h->word.compare_exchange_weak(cur, Cell::with_remaining(cur, des),
+                                              std::memory_order_acq_rel,
+                                              std::memory_order_relaxed));
+      Writer::add(h->allocated, des - exp);
+      return true;
     } else {
       std::lock_guard lock(h->mutex);
       if (!h->open)
@@ -295,21 +452,21 @@ public:
   /// Optional for a `Ledger`: a coordinator counts charges itself when its ledger does not.
   std::uint64_t charge_count(handle_type h) const noexcept {
     if constexpr (lock_free)
-      return h->charges.load(std::memory_order_relaxed);
+      return read(h).charges;
     else {
       std::lock_guard lock(h->mutex);
       return h->charges;
     }
   }
 
-  /// A snapshot; the three numbers are read one after another, so under concurrent use they
-  /// may come from different instants. A closed account reports remaining zero.
+  /// The three numbers of one instant (a closed account reports remaining zero): lock-free
+  /// accounts are read until no writer moved them meanwhile, so `used` is never torn.
   LedgerBalance<Amount> balance(handle_type h) const noexcept {
     if constexpr (lock_free) {
-      auto rem = h->remaining.load(std::memory_order_acquire);
-      return {traits::from_raw(rem == detail::AtomicCell::closed ? 0 : rem),
-              traits::from_raw(h->used.load(std::memory_order_acquire)),
-              traits::from_raw(h->reserved.load(std::memory_order_acquire))};
+      const Snapshot snap = read(h);
+      return {traits::from_raw(snap.remaining),
+              traits::from_raw(snap.allocated - snap.remaining - snap.reserved),
+              traits::from_raw(snap.reserved)};
     } else {
       std::lock_guard lock(h->mutex);
       return {h->remaining, h->used, h->reserved};
@@ -317,45 +474,88 @@ public:
   }
 
 private:
-  // remaining += raw, unless the account is closed (its sentinel must never be moved).
-  static bool add_unless_closed(handle_type h, std::int64_t raw) noexcept {
-    std::int64_t cur = h->remaining.load(std::memory_order_relaxed);
+  struct Snapshot {
+    std::int64_t remaining;
+    std::int64_t reserved;
+    std::int64_t allocated;
+    std::uint64_t charges;
+  };
+
+  // A seqlock read: the writers' fields are stable while `seq` is even and unchanged, and the
+  // one load of `word` fixes remaining and the count's low bits at one instant in between.
+  static Snapshot read(handle_type h) noexcept {
+    for (int spins = 0;; ++spins) {
+      const std::uint64_t before = h->seq.load(std::memory_order_acquire);
+      if ((before & 1) == 0) {
+        const std::uint64_t word = h->word.load(std::memory_order_acquire);
+        Snapshot snap{Cell::remaining_of(word), h->reserved.load(std::memory_order_acquire),
+                      h->allocated.load(std::memory_order_acquire),
+                      (h->charge_carries.load(std::memory_order_acquire) << Cell::count_bits) +
+                          (word & Cell::count_mask)};
+        if (h->seq.load(std::memory_order_acquire) == before)
+          return snap;
+      }
+      Writer::pause(spins);
+    }
+  }
+
+  // `amount` more fits the account (the caller holds the writers' turn, so `allocated` is
+  // stable).
+  static bool fits(handle_type h, std::int64_t amount) noexcept {
+    return amount <= detail::AtomicCell::max_raw - h->allocated.load(std::memory_order_relaxed);
+  }
+
+  static std::optional<LedgerStatus> refusal(std::uint64_t word, std::int64_t raw) noexcept {
+    if (word & Cell::closed_bit)
+      return LedgerStatus::closed;
+    if (raw < 0 || Cell::remaining_of(word) < raw)
+      return LedgerStatus::insufficient;
+    return std::nullopt;
+  }
+
+  // The debit whose charge wraps the count's low bits: the carry must become visible together
+  // with the wrap, so it takes the writers' turn.
+  static LedgerStatus debit_carrying(handle_type h, std::int64_t raw) noexcept {
+    Writer w(*h);
+    std::uint64_t cur = h->word.load(std::memory_order_relaxed);
+    std::uint64_t next = 0;
+    bool carry = false;
     do {
-      if (cur == detail::AtomicCell::closed)
+      if (auto refused = refusal(cur, raw))
+        return *refused;
+      next = Cell::counted(Cell::with_remaining(cur, Cell::remaining_of(cur) - raw), carry);
+    } while (!h->word.compare_exchange_weak(cur, next, std::memory_order_acq_rel,
+                                            std::memory_order_relaxed));
+    if (carry)
+      Writer::add(h->charge_carries, std::uint64_t{1});
+    return LedgerStatus::ok;
+  }
+
+  // remaining += raw, unless the account is closed. The caller holds the writers' turn.
+  static bool add_unless_closed(handle_type h, std::int64_t raw) noexcept {
+    std::uint64_t cur = h->word.load(std::memory_order_relaxed);
+    do {
+      if (cur & Cell::closed_bit)
         return false;
-    } while (!h->remaining.compare_exchange_weak(cur, cur + raw, std::memory_order_acq_rel,
-                                                 std::memory_order_relaxed));
+    } while (!h->word.compare_exchange_weak(
+        cur, Cell::with_remaining(cur, Cell::remaining_of(cur) + raw), std::memory_order_acq_rel,
+        std::memory_order_relaxed));
     return true;
   }
 
   template <class Member>
-  LedgerStatus move_out(handle_type h, const Amount& amount, Member to, bool charge) noexcept {
-    if constexpr (lock_free) {
-      const std::int64_t raw = traits::to_raw(amount);
-      std::int64_t cur = h->remaining.load(std::memory_order_relaxed);
-      do {
-        if (cur == detail::AtomicCell::closed)
-          return LedgerStatus::closed;
-        if (cur < raw)
-          return LedgerStatus::insufficient;
-      } while (!h->remaining.compare_exchange_weak(cur, cur - raw, std::memory_order_acq_rel,
-                                                   std::memory_order_relaxed));
-      (h->*to).fetch_add(raw, std::memory_order_release);
-      if (charge)
-        h->charges.fetch_add(1, std::memory_order_relaxed);
-      return LedgerStatus::ok;
-    } else {
-      std::lock_guard lock(h->mutex);
-      if (!h->open)
-        return LedgerStatus::closed;
-      if (h->remaining < amount)
-        return LedgerStatus::insufficient;
-      h->remaining = traits::sub(h->remaining, amount);
-      h->*to = traits::add(h->*to, amount);
-      if (charge)
-        ++h->charges;
-      return LedgerStatus::ok;
-    }
+  LedgerStatus locked_move_out(handle_type h, const Amount& amount, Member to,
+                               bool charge) noexcept {
+    std::lock_guard lock(h->mutex);
+    if (!h->open)
+      return LedgerStatus::closed;
+    if (h->remaining < amount)
+      return LedgerStatus::insufficient;
+    h->remaining = traits::sub(h->remaining, amount);
+    h->*to = traits::add(h->*to, amount);
+    if (charge)
+      ++h->charges;
+    return LedgerStatus::ok;
   }
 
   // A deque never moves its elements, so handles stay valid as accounts are added.

@@ -10,9 +10,15 @@
 //                                     also 2 threads, one agent each
 //   coordinator/try_consume_history   CoordinatorOptions{.history_capacity = 64}
 //   mutex_map/*                       std::mutex + std::unordered_map<std::string, Decimal>
+//   scaling/*                         1, 2, 4, 8 and 16 threads on one agent (key) and on one
+//                                     agent (key) each, for the coordinator and the mutex map:
+//                                     the scaling curve of whatever machine runs the binary
+//                                     (`--benchmark_filter=scaling`); past `nproc` threads it
+//                                     measures oversubscription
 //
-// Budgets are 10^12 units per agent and each operation spends at most 1 unit, so no run can
-// exhaust them; a refusal stops the benchmark with an error rather than timing a failure.
+// Budgets are 10^10 units per agent (within InMemoryLedger::max_balance()) and each operation
+// spends at most 0.02, so no run can exhaust them; a refusal stops the benchmark with an error
+// rather than timing a failure.
 #include <atomic>
 #include <benchmark/benchmark.h>
 #include <cstdint>
@@ -27,7 +33,8 @@ using namespace safeguards;
 
 namespace {
 
-const Decimal big_budget(1'000'000'000'000);
+const Decimal big_budget(10'000'000'000);
+constexpr int max_threads = 16;
 const Decimal amount("0.01");
 
 // A coordinator with `n` agents of their own implicit pools, built once per process.
@@ -184,6 +191,58 @@ void mutex_map_two_keys(benchmark::State& state) {
   mutex_map_loop(state, state.thread_index() % 2 == 0 ? "agent-0" : "agent-1");
 }
 BENCHMARK(mutex_map_two_keys)->Name("mutex_map/try_consume_two_keys")->Threads(2)->UseRealTime();
+
+// ---- scaling ---------------------------------------------------------------------------------
+
+Setup& scaling() {
+  static Setup s({}, max_threads);
+  return s;
+}
+
+void scaling_one_agent(benchmark::State& state) {
+  consume_loop(state, scaling().coord, scaling().agents[0]);
+}
+BENCHMARK(scaling_one_agent)
+    ->Name("scaling/coordinator_one_agent")
+    ->ThreadRange(1, max_threads)
+    ->UseRealTime();
+
+void scaling_own_agent(benchmark::State& state) {
+  consume_loop(state, scaling().coord,
+               scaling().agents[static_cast<std::size_t>(state.thread_index())]);
+}
+BENCHMARK(scaling_own_agent)
+    ->Name("scaling/coordinator_own_agent")
+    ->ThreadRange(1, max_threads)
+    ->UseRealTime();
+
+const std::vector<std::string>& scaling_keys() {
+  static const std::vector<std::string> keys = [] {
+    std::vector<std::string> k;
+    for (int i = 0; i < max_threads; ++i) {
+      k.push_back("scaling-" + std::to_string(i));
+      mutex_map().open(k.back(), big_budget);
+    }
+    return k;
+  }();
+  return keys;
+}
+
+void scaling_map_one_key(benchmark::State& state) {
+  mutex_map_loop(state, scaling_keys()[0]);
+}
+BENCHMARK(scaling_map_one_key)
+    ->Name("scaling/mutex_map_one_key")
+    ->ThreadRange(1, max_threads)
+    ->UseRealTime();
+
+void scaling_map_own_key(benchmark::State& state) {
+  mutex_map_loop(state, scaling_keys()[static_cast<std::size_t>(state.thread_index())]);
+}
+BENCHMARK(scaling_map_own_key)
+    ->Name("scaling/mutex_map_own_key")
+    ->ThreadRange(1, max_threads)
+    ->UseRealTime();
 
 } // namespace
 

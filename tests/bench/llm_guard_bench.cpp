@@ -22,7 +22,7 @@ using namespace safeguards;
 namespace {
 
 const PriceTable prices{{"gpt-4o", {.prompt = Decimal("2.5"), .completion = Decimal("10")}}};
-const Decimal big(1'000'000'000'000);
+const Decimal big(10'000'000'000); // within InMemoryLedger::max_balance()
 const LlmRequest request{.prompt_tokens = 500, .max_completion_tokens = 200};
 const LlmUsage usage{.model = "gpt-4o", .prompt_tokens = 480, .completion_tokens = 150};
 

@@ -55,6 +55,8 @@ constexpr ConsumeStatus to_consume_status(LedgerStatus s) noexcept {
     return ConsumeStatus::insufficient;
   case LedgerStatus::closed:
     return ConsumeStatus::unknown_agent;
+  case LedgerStatus::overflow: // credits only; a debit or reserve never reports it
+    return ConsumeStatus::insufficient;
   }
   return ConsumeStatus::unknown_agent;
 }
