@@ -8,7 +8,6 @@
 #include <cassert>
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <fmt/format.h>
 #include <functional>
 #include <limits>
@@ -29,6 +28,7 @@
 #include <safeguards/detail/in_order_delivery.hpp>
 #include <safeguards/detail/monitor_dispatch.hpp>
 #include <safeguards/detail/monitor_registry.hpp>
+#include <safeguards/detail/name_index.hpp>
 #include <safeguards/detail/serial_notifier.hpp>
 #include <safeguards/detail/shared_slot.hpp>
 #include <safeguards/detail/slot_table.hpp>
@@ -114,13 +114,14 @@ public:
   /// `Reservation` or a `MonitorHandle` of this coordinator releases it cleanly. Handles held
   /// elsewhere do nothing once the coordinator is gone.
   ~BasicBudgetCoordinator() {
-    // By index: a destructor may create an agent, and a deque's iterators do not survive that.
+    // By index: a destructor may create an agent, which an iteration would have to survive.
     for (std::size_t i = 0; i < agents_.size(); ++i) {
       std::any data;
       std::shared_ptr<const MonitorList> monitors;
       {
         std::unique_lock lock(mutex_);
-        data.swap(agents_[i].user_data);
+        if (agents_[i].extras)
+          data.swap(agents_[i].extras->user_data);
         agents_[i].monitor_count.store(0, std::memory_order_release);
         monitors = agents_[i].monitors.exchange(nullptr);
       }
@@ -177,7 +178,7 @@ public:
     AgentId id;
     {
       std::unique_lock lock(mutex_);
-      if (agent_names_.contains(spec.name))
+      if (find_agent_locked(spec.name))
         throw DuplicateName(
             fmt::format("safeguards: an agent named \"{}\" already exists", spec.name));
       PoolState* pool = nullptr;
@@ -208,7 +209,9 @@ public:
         a.id = id;
         a.name = spec.name;
         a.priority = spec.priority;
-        a.metadata = std::move(spec.metadata);
+        if (!spec.metadata.empty())
+          a.extras = std::make_unique<detail::AgentExtras>(
+              detail::AgentExtras{std::move(spec.metadata), {}});
         a.created = clock_.now();
         a.allocated = spec.initial_budget;
         a.history = std::move(history);
@@ -226,12 +229,12 @@ public:
         // `size() + 1` made creating a million agents in one pool quadratic (minutes, not seconds).
         if (pool->agents.size() == pool->agents.capacity())
           pool->agents.reserve(std::max<std::size_t>(16, 2 * pool->agents.capacity()));
-        agent_names_.emplace(a.name, id);
+        agent_names_.insert(a.name, id.value());
         named = true;
         table_.publish(id.value(), &a); // the last step: from here on the hot path sees it
       } catch (...) {
         if (named)
-          agent_names_.erase(a.name);
+          agent_names_.erase(a.name, id.value());
         if (implicit_pool)
           remove_unused_pool_locked(*implicit_pool);
         if (opened)
@@ -272,12 +275,13 @@ public:
       a.allocated = traits::sub(a.allocated, swept);
       pool.unallocated = traits::add(pool.unallocated, swept);
       a.removed = true;
-      agent_names_.erase(a.name);
+      agent_names_.erase(a.name, agent.value());
       if (pool.implicit) {
         pool_names_.erase(pool.name);
         pool.name.swap(retired_name);
       }
-      data.swap(a.user_data); // destroyed below, unlocked: it may hold a Reservation
+      if (a.extras)
+        data.swap(a.extras->user_data); // destroyed below, unlocked: it may hold a Reservation
       fill_change_locked(record.front(), a, swept, zero(), clock_.now());
       audit_queue_.push(record);
     }
@@ -287,8 +291,7 @@ public:
   /// The agent of that name, if there is one.
   std::optional<AgentId> find_agent(std::string_view name) const {
     std::shared_lock lock(mutex_);
-    auto it = agent_names_.find(std::string(name));
-    return it == agent_names_.end() ? std::nullopt : std::optional(it->second);
+    return find_agent_locked(name);
   }
 
   /// The pool of that name, if there is one.
@@ -372,16 +375,18 @@ public:
 
   Metadata agent_metadata(AgentId agent) const {
     std::shared_lock lock(mutex_);
-    return live_agent_locked(agent).metadata;
+    const auto& a = live_agent_locked(agent);
+    return a.extras ? a.extras->metadata : Metadata{};
   }
   void set_agent_metadata(AgentId agent, std::string key, std::string value) {
     std::unique_lock lock(mutex_);
-    live_agent_locked(agent).metadata.insert_or_assign(std::move(key), std::move(value));
+    extras_locked(live_agent_locked(agent))
+        .metadata.insert_or_assign(std::move(key), std::move(value));
   }
   /// The guide's `store_agent_metadata`: merges `entries` into the agent's metadata.
   void store_agent_metadata(AgentId agent, const Metadata& entries) {
     std::unique_lock lock(mutex_);
-    auto& md = live_agent_locked(agent).metadata;
+    auto& md = extras_locked(live_agent_locked(agent)).metadata;
     for (const auto& [k, v] : entries)
       md.insert_or_assign(k, v);
   }
@@ -404,7 +409,9 @@ public:
   void set_agent_data(AgentId agent, std::any data) {
     {
       std::unique_lock lock(mutex_);
-      live_agent_locked(agent).user_data.swap(data);
+      auto& a = live_agent_locked(agent);
+      if (a.extras || data.has_value()) // an empty slot stays unallocated
+        extras_locked(a).user_data.swap(data);
     }
     // `data` now holds the previous value and is destroyed here, unlocked.
   }
@@ -412,8 +419,8 @@ public:
   template <class T>
   std::optional<T> agent_data(AgentId agent) const {
     std::shared_lock lock(mutex_);
-    const auto& slot = live_agent_locked(agent).user_data;
-    if (const T* value = std::any_cast<T>(&slot))
+    const auto& a = live_agent_locked(agent);
+    if (const T* value = a.extras ? std::any_cast<T>(&a.extras->user_data) : nullptr)
       return *value;
     return std::nullopt;
   }
@@ -1175,6 +1182,18 @@ private:
     return const_cast<PoolState*>(&it->second);
   }
 
+  std::optional<AgentId> find_agent_locked(std::string_view name) const noexcept {
+    const std::uint64_t id = agent_names_.find(
+        name, [this](std::uint64_t i) -> const std::string& { return agents_[i - 1].name; });
+    return id == 0 ? std::nullopt : std::optional(AgentId(id));
+  }
+
+  static detail::AgentExtras& extras_locked(AgentState& a) {
+    if (!a.extras)
+      a.extras = std::make_unique<detail::AgentExtras>();
+    return *a.extras;
+  }
+
   // Any agent ever created, removed or not.
   AgentState& known_agent_locked(AgentId agent) const {
     if (agent.value() == 0 || agent.value() > agents_.size())
@@ -1196,11 +1215,6 @@ private:
 
   AgentMetrics metrics_locked(const AgentState& a, time_point now) const {
     auto b = ledger_.balance(a.account);
-    Amount overspent;
-    {
-      std::lock_guard lock(a.stats_mutex);
-      overspent = a.overspent;
-    }
     return {a.id,
             a.name,
             a.pool,
@@ -1209,7 +1223,7 @@ private:
             b.used,
             b.reserved,
             b.remaining,
-            overspent,
+            a.overspent, // the caller holds the coordinator's lock
             charge_count(a),
             per_second(b.used, a.created, now)};
   }
@@ -1452,7 +1466,8 @@ private:
   void report_overspend(AgentState& a, const Settlement<Amount>& s, const Amount& estimate,
                         const Amount& usage_total) noexcept {
     {
-      std::lock_guard lock(a.stats_mutex);
+      // Rare enough to take the coordinator's lock, which metrics already hold to read it.
+      std::unique_lock lock(mutex_);
       a.overspent = saturating_add(a.overspent, s.uncovered);
     }
     try {
@@ -1586,9 +1601,10 @@ private:
   // Structure and management data. Never held while user code (monitors, sinks) runs, nor while
   // user objects are destroyed.
   mutable std::shared_mutex mutex_;
-  std::deque<AgentState> agents_; // index = id - 1; never shrinks, so pointers stay valid
+  detail::StableVector<AgentState> agents_; // index = id - 1; elements never move
+
   std::map<std::uint64_t, PoolState> pools_;
-  std::unordered_map<std::string, AgentId> agent_names_;
+  detail::NameIndex agent_names_; // live agents; the names are the agents' own
   std::unordered_map<std::string, PoolId> pool_names_;
   Registry registry_;
   std::uint64_t next_pool_id_ = 1;
