@@ -41,6 +41,30 @@ struct NoCounter {
   std::uint64_t load(std::memory_order) const noexcept { return 0; }
 };
 
+// Counts only where `assert` checks (without NDEBUG): nothing else reads it, so release builds
+// pay no locked instruction for it. Its size does not depend on NDEBUG, so translation units
+// built with and without it still agree on the layout of the structs that hold one.
+struct DebugCounter {
+  void fetch_add(std::size_t n, [[maybe_unused]] std::memory_order order) noexcept {
+#ifndef NDEBUG
+    count.fetch_add(n, order);
+#else
+    (void)n;
+#endif
+  }
+  void fetch_sub(std::size_t n, [[maybe_unused]] std::memory_order order) noexcept {
+#ifndef NDEBUG
+    count.fetch_sub(n, order);
+#else
+    (void)n;
+#endif
+  }
+  std::size_t load(std::memory_order order) const noexcept {
+    return count.load(order);
+  }
+  std::atomic<std::size_t> count{0};
+};
+
 // What few agents use, allocated on first use so that the others do not pay for an empty map and
 // an empty `std::any`. Guarded, like the pointer to it, by the coordinator's lock.
 struct AgentExtras {
@@ -79,13 +103,8 @@ struct AgentState {
   Amount overspent{};
   std::unique_ptr<AgentExtras> extras; // null until metadata or user data is first set
   bool removed = false;
-#ifdef NDEBUG
-  [[no_unique_address]] NoCounter<struct Reservations> open_reservations;
-#else
-  // Reservations not yet settled or released, for the coordinator's destructor's debug check
-  // (nothing else reads it, so release builds keep no count and pay no RMW for it).
-  std::atomic<std::size_t> open_reservations{0};
-#endif
+  // Reservations not yet settled or released, for the coordinator's destructor's debug check.
+  DebugCounter open_reservations;
 };
 
 // One pool; guarded by the coordinator's lock.
