@@ -9,9 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <safeguards/coordinator_types.hpp>
-#include <safeguards/detail/serial_notifier.hpp>
-#include <safeguards/detail/shared_slot.hpp>
-#include <safeguards/detail/usage_history.hpp>
+#include <safeguards/detail/monitored_agent.hpp>
 #include <safeguards/ids.hpp>
 #include <safeguards/ledger.hpp>
 #include <string>
@@ -25,20 +23,18 @@ namespace detail {
 // table without any lock; the other fields say which lock guards them.
 template <class Amount, class Ledger, class TimePoint, class UsageEvent, class MonitorEntry>
 struct AgentState {
-  using MonitorList = std::vector<std::shared_ptr<const MonitorEntry>>;
-  using Turn = SerialNotifier<UsageEvent>;
+  using Monitored = MonitoredAgent<UsageEvent, MonitorEntry, Amount, TimePoint>;
+  using MonitorList = typename Monitored::List;
 
   typename Ledger::handle_type account{};
   AgentId id;
   PoolId pool;
-  std::atomic<std::uint32_t> monitor_count{0};
+  std::atomic<std::uint32_t> monitor_count{0}; // the hot path's flag: nonzero when monitored
   std::atomic<std::uint64_t> consume_count{0}; // unused when the ledger counts charges
-  SharedSlot<MonitorList> monitors;            // not atomic<shared_ptr>: see shared_slot.hpp
-  // The agent's turn: held across veto check and change, and by whoever delivers its events,
-  // so observers see one agent's changes once and in order. Monitors run while it is held: it
-  // is never taken while holding the coordinator's lock.
-  Turn turn;
-  UsageHistory<Amount, TimePoint> history; // a leaf lock of its own
+  // The monitor list, the turn and the usage history: made when the first monitor watches the
+  // agent, or when it is created with history on; one pointer otherwise. Monitors run while the
+  // turn is held: it is never taken while holding the coordinator's lock.
+  LazyPtr<Monitored> monitored;
   // Leaf lock: nothing else is acquired and no user code runs while it is held.
   mutable std::mutex stats_mutex;
   Amount overspent{};
