@@ -1339,8 +1339,9 @@ private:
   // Everything that is not the bare lock-free path: history, monitors, or both.
   ConsumeResult change_slow(AgentState& a, UsageKind kind, const Amount& amount) noexcept {
     Monitored* m = a.monitored.get();
-    if (a.monitor_count.load(std::memory_order_acquire) == 0 || !m) // history only
-      return detail::to_consume_status(take(a, m, kind, amount, clock_.now()));
+    if (a.monitor_count.load(std::memory_order_acquire) == 0 || !m) // history only, or was
+      return detail::to_consume_status(
+          take(a, m, kind, amount, options_.history_capacity != 0 ? clock_.now() : time_point{}));
     // Observers alone do not need the turn before the change; checks do, and so does a thread
     // already running monitors, which must get `reentrant_call` or `would_deadlock` instead of
     // its change being queued behind the event it is handling.
