@@ -117,14 +117,16 @@ public:
     // By index: a destructor may create an agent, which an iteration would have to survive.
     for (std::size_t i = 0; i < agents_.size(); ++i) {
       std::any data;
-      std::shared_ptr<const MonitorList> monitors;
+      MonitorList* monitors = nullptr; // freed below, unlocked
       {
         std::unique_lock lock(mutex_);
         if (agents_[i].extras)
           data.swap(agents_[i].extras->user_data);
         agents_[i].monitor_count.store(0, std::memory_order_release);
-        monitors = agents_[i].monitors.exchange(nullptr);
+        if (auto* m = agents_[i].monitored.get())
+          monitors = m->turn.replace(nullptr, 0);
       }
+      Turn::free_chain(monitors);
     }
     {
       Registry registrations; // dropped here, unlocked
@@ -174,7 +176,10 @@ public:
     std::list<BudgetChange> record(1);
     record.front().reason = "agent created";
     record.front().agent_name = spec.name;
-    History history(options_.history_capacity);
+    // With history on, every agent has its ring; made here, unlocked.
+    std::unique_ptr<Monitored> monitored;
+    if (options_.history_capacity != 0)
+      monitored = std::make_unique<Monitored>(options_.history_capacity);
     AgentId id;
     {
       std::unique_lock lock(mutex_);
@@ -194,9 +199,13 @@ public:
             fmt::format("safeguards: the implicit pool name \"{}\" is already taken",
                         implicit_pool_name(spec.name)));
       }
-      auto monitors = std::make_shared<MonitorList>();
+      auto monitors = std::make_unique<MonitorList>();
       registry_.for_each_covering(AgentId(agents_.size() + 1), pool ? pool->id : PoolId(),
-                                  [&](const auto& entry) { monitors->push_back(entry); });
+                                  [&](const auto& entry) { monitors->entries.push_back(entry); });
+      if (monitors->entries.empty())
+        monitors.reset();
+      else if (!monitored)
+        monitored = std::make_unique<Monitored>(options_.history_capacity);
 
       id = AgentId(agents_.size() + 1);
       auto& a = agents_.emplace_back();
@@ -214,9 +223,14 @@ public:
               detail::AgentExtras{std::move(spec.metadata), {}});
         a.created = clock_.now();
         a.allocated = spec.initial_budget;
-        a.history = std::move(history);
-        a.monitor_count.store(static_cast<std::uint32_t>(monitors->size()));
-        a.monitors.store(std::move(monitors));
+        if (monitored) {
+          auto& m = a.monitored.adopt(std::move(monitored));
+          if (monitors) {
+            const auto checks = monitors->checks();
+            a.monitor_count.store(static_cast<std::uint32_t>(monitors->entries.size()));
+            (void)m.turn.replace(monitors.release(), checks); // nothing to free: it was empty
+          }
+        }
         a.account = ledger_.open(spec.initial_budget);
         opened = true;
         if (!pool) {
@@ -865,7 +879,10 @@ public:
       name = a->name;
     }
     std::vector<ConsumptionEvent> out;
-    a->history.for_each(from, to, [&](const typename History::Record& rec) {
+    const auto* m = a->monitored.get();
+    if (!m)
+      return out;
+    m->history.for_each(from, to, [&](const typename History::Record& rec) {
       out.emplace_back(
           BasicConsumption<Amount>(rec.amount, options_.unit, std::string(to_string(rec.kind))),
           name, rec.at);
@@ -955,8 +972,9 @@ private:
   using MonitorFns = detail::MonitorEntry<UsageEvent, const ViolationReporter>;
   using AgentState = detail::AgentState<Amount, L, time_point, UsageEvent, MonitorFns>;
   using PoolState = detail::PoolState<Amount, time_point>;
+  using Monitored = typename AgentState::Monitored;
   using MonitorList = typename AgentState::MonitorList;
-  using Turn = typename AgentState::Turn;
+  using Turn = decltype(Monitored::turn);
   using History = detail::UsageHistory<Amount, time_point>;
   using Registry = detail::MonitorRegistry<MonitorFns>;
   template <class Record>
@@ -1015,10 +1033,11 @@ private:
                                    .remaining = b.remaining,
                                    .usage_count = 0,
                                    .usage_sum = zero()};
-      a.history.for_each(from, time_point::max(), [&](const typename History::Record& r) {
-        ++view.usage_count;
-        view.usage_sum = traits::add(view.usage_sum, r.amount);
-      });
+      if (const auto* m = a.monitored.get())
+        m->history.for_each(from, time_point::max(), [&](const typename History::Record& r) {
+          ++view.usage_count;
+          view.usage_sum = traits::add(view.usage_sum, r.amount);
+        });
       distributable = traits::add(distributable, b.remaining);
       agents.push_back(view);
       states.push_back(&a);
@@ -1297,31 +1316,28 @@ private:
     return ViolationReporter(deliver_, a.id, a.name, now);
   }
 
-  // Hands an agent's queued events to its observers; run by whoever holds the agent's turn.
+  // Tells the observers in `list` about `e`; run by whoever holds the agent's turn.
   auto deliver_for(AgentState& a) noexcept {
-    return [this, &a](const UsageEvent& e) noexcept {
-      if (auto monitors = a.monitors.load())
-        detail::notify(*monitors, e, reporter_for(a, e.timestamp),
+    return [this, &a](const MonitorList* list, const UsageEvent& e) noexcept {
+      if (list)
+        detail::notify(list->entries, e, reporter_for(a, e.timestamp),
                        [this] { count_sink_failure(); });
     };
   }
 
-  void leave_turn(AgentState& a) noexcept { a.turn.leave(deliver_for(a)); }
-
   struct LeaveTurn {
     BasicBudgetCoordinator& coord;
     AgentState& agent;
-    ~LeaveTurn() { coord.leave_turn(agent); }
+    Monitored& monitored;
+    ~LeaveTurn() { monitored.turn.leave(coord.deliver_for(agent)); }
   };
 
-  // Makes a monitored change. `change()` returns the event's amount, or nothing when it changed
-  // nothing. Balances are read just before and after it under the turn's queue lock, so the
-  // event's numbers are those of this change alone and events follow their changes' order. The
-  // holder of the turn (`own`) delivers its event at once when nothing is queued before it;
-  // anyone else queues it for the holder.
-  template <class Change, class Deliver>
-  void record_change(AgentState& a, UsageKind kind, Change& change, time_point now, bool own,
-                     Deliver&& deliver) noexcept {
+  // Makes a monitored change under the agent's gate. `change()` returns the event's amount, or
+  // nothing when it changed nothing. Balances are read just before and after it, under the gate,
+  // so the event's numbers are those of this change alone and events follow the changes' order.
+  template <class Change>
+  void record_change(AgentState& a, Monitored& m, UsageKind kind, Change& change, time_point now,
+                     typename Turn::Route route) noexcept {
     auto apply = [&]() noexcept -> std::optional<UsageEvent> {
       const auto before = ledger_.balance(a.account);
       const std::optional<Amount> amount = change();
@@ -1333,50 +1349,84 @@ private:
         return std::nullopt;
       }
     };
-    const bool queued = own ? a.turn.record(apply, deliver) : a.turn.defer(apply, deliver);
-    if (!queued)
+    if (!m.turn.change(route, apply, deliver_for(a)))
       count_sink_failure();
   }
 
-  // A change that cannot be refused: settling or releasing money already set aside. It waits
-  // for the agent's turn when it can; when this thread already holds it (a monitor settling a
-  // reservation of its own agent) or waiting would deadlock (the holder waits for this thread),
-  // it is made at once and its event delivered by the holder of the turn, after the event that
-  // holder is delivering.
+  // A change that cannot be refused: settling or releasing money already set aside. It is made
+  // at once and never waits for the turn: its event is delivered by this thread when the turn is
+  // free, otherwise by the holder of the turn (after the event that holder is delivering, when
+  // that is this thread running the agent's own monitors).
   //
   // Callers make an unmonitored change themselves, inline, before coming here: through a
   // function the compiler keeps out of line, the settlement went through the stack in pieces
   // and reserve + commit took twice as long (store-to-load forwarding stalls).
   template <class Change>
   void unrefusable_change(AgentState& a, UsageKind kind, Change change) noexcept {
-    const auto entry = a.turn.enter();
-    const bool own = entry == Turn::Entry::locked;
-    record_change(a, kind, change, clock_.now(), own, deliver_for(a));
-    if (own)
-      leave_turn(a);
+    Monitored& m = *a.monitored.get(); // made before monitor_count first became nonzero
+    const auto route = m.turn.held_by_this_thread() ? Turn::Route::queue : Turn::Route::claim;
+    record_change(a, m, kind, change, clock_.now(), route);
   }
 
   // The ledger's part of a consume or reserve, with the counters a consume updates.
-  LedgerStatus take(AgentState& a, UsageKind kind, const Amount& amount, time_point now) noexcept {
+  LedgerStatus take(AgentState& a, Monitored* m, UsageKind kind, const Amount& amount,
+                    time_point now) noexcept {
     if (kind != UsageKind::consume)
       return ledger_.reserve(a.account, amount);
     const LedgerStatus status = ledger_.debit(a.account, amount);
     if (status == LedgerStatus::ok) {
       count_charge(a);
-      a.history.record(amount, kind, now);
+      if (m)
+        m->history.record(amount, kind, now);
     }
     return status;
   }
 
   // Everything that is not the bare lock-free path: history, monitors, or both.
-  //
-  // `take` returns a plain status and is called directly where it can be: a lambda returning
-  // `std::optional<Amount>` was kept out of line, and GCC passed its result through the stack,
-  // a store-to-load forwarding stall of about 5 ns on every monitored or recorded consume.
   ConsumeResult change_slow(AgentState& a, UsageKind kind, const Amount& amount) noexcept {
-    if (a.monitor_count.load(std::memory_order_acquire) == 0) // history only
-      return detail::to_consume_status(take(a, kind, amount, clock_.now()));
-    switch (a.turn.enter()) {
+    Monitored* m = a.monitored.get();
+    if (a.monitor_count.load(std::memory_order_acquire) == 0 || !m) // history only, or was
+      return detail::to_consume_status(
+          take(a, m, kind, amount, options_.history_capacity != 0 ? clock_.now() : time_point{}));
+    // Observers alone do not need the turn before the change; checks do, and so does a thread
+    // already running monitors, which must get `reentrant_call` or `would_deadlock` instead of
+    // its change being queued behind the event it is handling.
+    if (m->turn.checks() == 0 && !detail::OrderLock::this_thread_holds_any())
+      return change_observed(a, *m, kind, amount);
+    return change_checked(a, *m, kind, amount);
+  }
+
+  // A consume or reserve watched by observers only: made at once, delivered by this thread if
+  // the turn is free, otherwise handed to the thread holding it.
+  //
+  // The change is written out here rather than through `record_change`: a lambda returning
+  // `std::optional<Amount>` was kept out of line, and GCC passed its result through the stack,
+  // a store-to-load forwarding stall of about 5 ns on every monitored consume.
+  ConsumeResult change_observed(AgentState& a, Monitored& m, UsageKind kind,
+                                const Amount& amount) noexcept {
+    const auto now = clock_.now();
+    LedgerStatus status = LedgerStatus::ok;
+    auto apply = [&]() noexcept -> std::optional<UsageEvent> {
+      const auto before = ledger_.balance(a.account);
+      status = take(a, &m, kind, amount, now);
+      if (status != LedgerStatus::ok)
+        return std::nullopt;
+      try {
+        return make_event(a, kind, amount, before, ledger_.balance(a.account), now);
+      } catch (...) {
+        return std::nullopt;
+      }
+    };
+    if (!m.turn.change(Turn::Route::claim, apply, deliver_for(a)))
+      count_sink_failure();
+    return detail::to_consume_status(status);
+  }
+
+  // A consume or reserve with veto checks (or from inside a monitor): the turn is held across
+  // the checks and the change, so the checks see the balance the change will be made on.
+  ConsumeResult change_checked(AgentState& a, Monitored& m, UsageKind kind,
+                               const Amount& amount) noexcept {
+    switch (m.turn.enter()) {
     case Turn::Entry::reentrant:
       return ConsumeStatus::reentrant_call;
     case Turn::Entry::would_deadlock:
@@ -1384,49 +1434,44 @@ private:
     case Turn::Entry::locked:
       break;
     }
-    LeaveTurn leave{*this, a};
+    LeaveTurn leave{*this, a, m};
     const auto now = clock_.now();
     const auto before = ledger_.balance(a.account);
     if (!ledger_.is_open(a.account))
       return ConsumeStatus::unknown_agent;
     if (before.remaining < amount)
       return ConsumeStatus::insufficient;
-    // Loaded once: a monitor registered from now on sees the changes that start after it.
-    const auto monitors = a.monitors.load();
-    const auto reporter = reporter_for(a, now);
-    auto would = before;
-    would.remaining = traits::sub(before.remaining, amount);
-    if (kind == UsageKind::consume)
-      would.used = traits::add(before.used, amount);
-    else
-      would.reserved = traits::add(before.reserved, amount);
-    const auto event = make_event(a, kind, amount, before, would, now);
-    if (monitors)
-      for (const auto& m : *monitors)
-        if (m->check && m->is_active() &&
-            !detail::run_check(*m, event, reporter, [this] { count_sink_failure(); }))
+    // Valid until the turn is given up, even if the list is replaced meanwhile.
+    if (const MonitorList* list = m.turn.list(); list && m.turn.checks() != 0) {
+      const auto reporter = reporter_for(a, now);
+      auto would = before;
+      would.remaining = traits::sub(before.remaining, amount);
+      if (kind == UsageKind::consume)
+        would.used = traits::add(before.used, amount);
+      else
+        would.reserved = traits::add(before.reserved, amount);
+      const auto event = make_event(a, kind, amount, before, would, now);
+      for (const auto& entry : list->entries)
+        if (entry->check && entry->is_active() &&
+            !detail::run_check(*entry, event, reporter, [this] { count_sink_failure(); }))
           return ConsumeStatus::denied_by_monitor;
-    auto deliver = [&](const UsageEvent& e) noexcept {
-      if (monitors)
-        detail::notify(*monitors, e, reporter, [this] { count_sink_failure(); });
-    };
-    if (a.turn.nothing_queued()) {
-      // Nobody changed this agent since `before` was read (changes made meanwhile by monitors, or
-      // by threads waiting for this one, queue their events), so the checked event is this
-      // change's own: no second snapshot, no queue.
-      const LedgerStatus status = take(a, kind, amount, now);
-      if (status == LedgerStatus::ok)
-        deliver(event);
-      return detail::to_consume_status(status);
     }
-    // A check settled or released a reservation: the debit re-checks the balance itself, and
-    // the event is read afresh and delivered after the changes the checks made.
+    // A check may have settled or released a reservation: the debit re-checks the balance
+    // itself, and the event is read afresh and delivered after the changes the checks made.
     LedgerStatus status = LedgerStatus::ok;
-    auto change = [&]() noexcept -> std::optional<Amount> {
-      status = take(a, kind, amount, now);
-      return status == LedgerStatus::ok ? std::optional<Amount>(amount) : std::nullopt;
+    auto apply = [&]() noexcept -> std::optional<UsageEvent> {
+      const auto now_before = ledger_.balance(a.account);
+      status = take(a, &m, kind, amount, now);
+      if (status != LedgerStatus::ok)
+        return std::nullopt;
+      try {
+        return make_event(a, kind, amount, now_before, ledger_.balance(a.account), now);
+      } catch (...) {
+        return std::nullopt;
+      }
     };
-    record_change(a, kind, change, now, true, deliver);
+    if (!m.turn.change(Turn::Route::holder, apply, deliver_for(a)))
+      count_sink_failure();
     return detail::to_consume_status(status);
   }
 
@@ -1435,16 +1480,23 @@ private:
   // is what an Overspend report names.
   CommitResult settle(AgentState& a, const Amount& held, const Amount& actual,
                       const Amount& estimate, const Amount& usage_total) noexcept {
+    // The unmonitored settlement is initialised from the ledger's result, not assigned to: GCC
+    // wrote the assigned struct field by field and read it back whole, a store-forwarding stall
+    // that perf put at a tenth of a reserve + commit.
+    if (a.monitor_count.load(std::memory_order_acquire) == 0)
+      return settled(a, settle_in_ledger(a, held, actual), estimate, usage_total);
     const Amount z = zero();
     Settlement<Amount> s{z, z, z};
-    if (a.monitor_count.load(std::memory_order_acquire) == 0) {
+    unrefusable_change(a, UsageKind::commit, [&]() noexcept -> std::optional<Amount> {
       s = settle_in_ledger(a, held, actual);
-    } else {
-      unrefusable_change(a, UsageKind::commit, [&]() noexcept -> std::optional<Amount> {
-        s = settle_in_ledger(a, held, actual);
-        return s.charged;
-      });
-    }
+      return s.charged;
+    });
+    return settled(a, s, estimate, usage_total);
+  }
+
+  CommitResult settled(AgentState& a, const Settlement<Amount>& s, const Amount& estimate,
+                       const Amount& usage_total) noexcept {
+    const Amount z = zero();
     if (s.account_closed && z < s.refunded)
       return_to_pool(a, s.refunded);
     if (z < s.uncovered)
@@ -1457,8 +1509,9 @@ private:
     Settlement<Amount> s = ledger_.settle(a.account, held, actual);
     if (zero() < s.charged) {
       count_charge(a);
-      if (a.history.capacity() != 0)
-        a.history.record(s.charged, UsageKind::commit, clock_.now());
+      if (options_.history_capacity != 0)
+        if (auto* m = a.monitored.get())
+          m->history.record(s.charged, UsageKind::commit, clock_.now());
     }
     return s;
   }
@@ -1507,6 +1560,19 @@ private:
     pool.unallocated = traits::add(pool.unallocated, amount);
   }
 
+  // Lists taken out of agents under the coordinator's lock, freed once it is released: the last
+  // reference to a user's monitor may be among them.
+  struct FreeLists {
+    std::vector<MonitorList*> lists;
+    FreeLists() = default;
+    FreeLists(const FreeLists&) = delete;
+    FreeLists& operator=(const FreeLists&) = delete;
+    ~FreeLists() {
+      for (MonitorList* list : lists)
+        Turn::free_chain(list);
+    }
+  };
+
   template <class M>
   MonitorHandle register_monitor(typename Registry::Scope scope, std::uint64_t target, M monitor) {
     // Made before the lock, so that if registering fails the user's monitor dies unlocked.
@@ -1514,24 +1580,26 @@ private:
         detail::make_monitor_entry<UsageEvent, const ViolationReporter>(std::move(monitor));
     std::weak_ptr<const MonitorFns> weak = entry; // weak: a monitor may hold its own handle
     MonitorHandle handle(alive_, [this, weak] { unregister(weak); });
-    std::vector<std::shared_ptr<const MonitorList>> replaced; // released after unlocking
+    FreeLists replaced;
     {
       std::unique_lock lock(mutex_);
       if (scope == Registry::Scope::agent)
         live_agent_locked(AgentId(target));
       else if (scope == Registry::Scope::pool)
         find_pool_locked(PoolId(target));
-      replaced.reserve(agents_.size());
+      replaced.lists.reserve(agents_.size());
       typename Registry::Registration registration{scope, target, entry};
       registry_.add(registration);
       for (auto& a : agents_) {
         if (!Registry::covers(registration, a.id, a.pool))
           continue;
-        auto current = a.monitors.load();
-        auto list =
-            current ? std::make_shared<MonitorList>(*current) : std::make_shared<MonitorList>();
-        list->push_back(entry);
-        replaced.push_back(a.monitors.exchange(std::move(list)));
+        auto& m = a.monitored.ensure(options_.history_capacity);
+        auto list = std::make_unique<MonitorList>();
+        if (const MonitorList* current = m.turn.list())
+          list->entries = current->entries;
+        list->entries.push_back(entry);
+        const auto checks = list->checks();
+        replaced.lists.push_back(m.turn.replace(list.release(), checks));
         a.monitor_count.fetch_add(1, std::memory_order_release);
       }
     }
@@ -1547,25 +1615,30 @@ private:
     entry->deactivate();
     // Destroyed after unlocking: the last reference to the user's monitor may be among them.
     std::optional<typename Registry::Registration> removed;
-    std::vector<std::shared_ptr<const MonitorList>> replaced;
+    FreeLists replaced;
     try {
       std::unique_lock lock(mutex_);
       removed = registry_.remove(entry);
       if (!removed)
         return;
-      replaced.reserve(agents_.size());
+      replaced.lists.reserve(agents_.size());
       for (auto& a : agents_) {
         if (!Registry::covers(*removed, a.id, a.pool))
           continue;
-        auto current = a.monitors.load();
+        auto* m = a.monitored.get();
+        if (!m)
+          continue;
+        const MonitorList* current = m->turn.list();
         if (!current)
           continue;
-        auto pos = std::find(current->begin(), current->end(), entry);
-        if (pos == current->end())
+        auto pos = std::find(current->entries.begin(), current->entries.end(), entry);
+        if (pos == current->entries.end())
           continue;
-        auto list = std::make_shared<MonitorList>(*current);
-        list->erase(list->begin() + (pos - current->begin()));
-        replaced.push_back(a.monitors.exchange(std::move(list)));
+        auto list = std::make_unique<MonitorList>();
+        list->entries = current->entries;
+        list->entries.erase(list->entries.begin() + (pos - current->entries.begin()));
+        const auto checks = list->checks();
+        replaced.lists.push_back(m->turn.replace(list.release(), checks));
         a.monitor_count.fetch_sub(1, std::memory_order_release);
       }
     } catch (...) {

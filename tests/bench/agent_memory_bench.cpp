@@ -9,9 +9,6 @@
 //                        including allocator slack; malloc_trim runs before each measurement
 //   page_faults          minor page faults while creating (on this VM each costs microseconds)
 //   sizeof_agent_state   sizeof(detail::AgentState) of BudgetCoordinator
-//   sizeof_monitor_part  sizeof of its members `monitors`, `turn`, `history`, `monitor_count`
-//                        (another part of the work); sizeof_agent_state minus this (padding
-//                        aside) is what the rest of the record costs
 //
 //   build/default/tests/bench/agent_memory_bench --benchmark_repetitions=3
 #include <benchmark/benchmark.h>
@@ -94,53 +91,10 @@ void create_agents(benchmark::State& state) {
   state.counters["rss_B_per_agent"] = per_agent(rss);
   state.counters["page_faults"] = faults;
   state.counters["sizeof_agent_state"] = sizeof(State);
-  state.counters["sizeof_monitor_part"] =
-      static_cast<double>(sizeof(State::monitors) + sizeof(State::turn) + sizeof(State::history) +
-                          sizeof(State::monitor_count));
-}
-
-// The same for the members the monitored path owns (`monitors` with the empty list every agent
-// gets, `turn`, `history`, `monitor_count`), built alone n times: subtract these figures from the
-// row above for what the rest of an agent costs.
-struct MonitorPart {
-  decltype(State::monitors) monitors;
-  decltype(State::turn) turn;
-  decltype(State::history) history;
-  std::atomic<std::uint32_t> monitor_count{0};
-};
-
-void monitor_part(benchmark::State& state) {
-  const std::size_t n = agent_count();
-  double heap = 0;
-  double seconds = 0;
-  for (auto _ : state) {
-    malloc_trim(0);
-    const double heap_before = heap_in_use();
-    const auto start = std::chrono::steady_clock::now();
-    auto parts = std::make_unique<detail::StableVector<MonitorPart>>();
-    for (std::size_t i = 0; i < n; ++i)
-      parts->emplace_back().monitors.store(std::make_shared<State::MonitorList>());
-    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
-    state.SetIterationTime(took.count());
-    seconds = took.count();
-    malloc_trim(0);
-    heap = heap_in_use() - heap_before;
-    parts.reset();
-  }
-  state.counters["agents"] = static_cast<double>(n);
-  state.counters["create_s"] = seconds;
-  state.counters["heap_B_per_agent"] = heap / static_cast<double>(n);
-  state.counters["sizeof"] = sizeof(MonitorPart);
 }
 
 BENCHMARK(create_agents)
     ->Name("agents/create_1M_one_pool")
-    ->Iterations(1)
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond);
-
-BENCHMARK(monitor_part)
-    ->Name("agents/monitor_part_only_1M")
     ->Iterations(1)
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);

@@ -9,9 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <safeguards/coordinator_types.hpp>
-#include <safeguards/detail/serial_notifier.hpp>
-#include <safeguards/detail/shared_slot.hpp>
-#include <safeguards/detail/usage_history.hpp>
+#include <safeguards/detail/monitored_agent.hpp>
 #include <safeguards/ids.hpp>
 #include <safeguards/ledger.hpp>
 #include <string>
@@ -76,25 +74,23 @@ struct AgentExtras {
 // table without any lock; the other fields say which lock guards them.
 template <class Amount, class Ledger, class TimePoint, class UsageEvent, class MonitorEntry>
 struct AgentState {
-  using MonitorList = std::vector<std::shared_ptr<const MonitorEntry>>;
-  using Turn = SerialNotifier<UsageEvent>;
+  using Monitored = MonitoredAgent<UsageEvent, MonitorEntry, Amount, TimePoint>;
+  using MonitorList = typename Monitored::List;
 
   typename Ledger::handle_type account{};
   AgentId id;
   PoolId pool;
-  std::atomic<std::uint32_t> monitor_count{0};
+  std::atomic<std::uint32_t> monitor_count{0}; // the hot path's flag: nonzero when monitored
   // Guarded by the coordinator's lock (here because it fills the line's padding).
   int priority = 0;
   // Only for a ledger that does not count charges itself.
   [[no_unique_address]] std::conditional_t<ledger_counts_charges<Ledger>, NoCounter<struct Charges>,
                                            std::atomic<std::uint64_t>>
       consume_count{};
-  SharedSlot<MonitorList> monitors; // not atomic<shared_ptr>: see shared_slot.hpp
-  // The agent's turn: held across veto check and change, and by whoever delivers its events,
-  // so observers see one agent's changes once and in order. Monitors run while it is held: it
-  // is never taken while holding the coordinator's lock.
-  Turn turn;
-  UsageHistory<Amount, TimePoint> history; // a leaf lock of its own
+  // The monitor list, the turn and the usage history: made when the first monitor watches the
+  // agent, or when it is created with history on; one pointer otherwise. Monitors run while the
+  // turn is held: it is never taken while holding the coordinator's lock.
+  LazyPtr<Monitored> monitored;
   // Set before the agent is published and never changed after, so reporters read it unlocked.
   std::string name;
   // Guarded by the coordinator's lock.

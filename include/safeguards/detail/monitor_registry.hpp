@@ -8,10 +8,27 @@
 #include <optional>
 #include <safeguards/ids.hpp>
 #include <utility>
+#include <vector>
 
 namespace safeguards {
 inline namespace v1 {
 namespace detail {
+
+// The monitors that watch one agent, in registration order. Immutable once installed: it is
+// replaced as a whole under the coordinator's lock (see `SerialNotifier::replace`).
+template <class Entry>
+struct MonitorList {
+  std::vector<std::shared_ptr<const Entry>> entries;
+  MonitorList* retired_next = nullptr; // the retired chain, while it waits to be freed
+
+  // How many of them can veto.
+  std::uint32_t checks() const noexcept {
+    std::uint32_t n = 0;
+    for (const auto& e : entries)
+      n += e->check ? 1U : 0U;
+    return n;
+  }
+};
 
 // The coordinator's registrations: a monitor watches one agent, every agent of a pool (present
 // and future), or every agent. Each agent keeps its own list of the monitors that watch it, so

@@ -90,6 +90,10 @@ public:
     return owner_.load(std::memory_order_relaxed) == self();
   }
 
+  /// True while some thread holds it. Stale at once unless the caller excludes the owner's
+  /// changes otherwise (see `SerialNotifier::replace`).
+  bool held() const noexcept { return owner_.load(std::memory_order_relaxed) != nullptr; }
+
   /// True while this thread holds any `OrderLock` (it is running some agent's monitors).
   static bool this_thread_holds_any() noexcept { return held_count() != 0; }
 

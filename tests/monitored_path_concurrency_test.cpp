@@ -1,0 +1,252 @@
+// The monitored path without a per-agent mutex around the change: consumers of one agent whose
+// monitors only observe make their changes at once and hand their events to whichever thread is
+// delivering, and the usage history ring is appended to without a lock. Observers must still see
+// every change exactly once, one at a time, in the order of the ledger changes, and a reader of
+// the history must never see a torn record. CI runs this file under ThreadSanitizer.
+#include <algorithm>
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdint>
+#include <latch>
+#include <safeguards/coordinator.hpp>
+#include <set>
+#include <thread>
+#include <vector>
+
+using namespace safeguards;
+
+namespace {
+
+using Event = BudgetCoordinator::UsageEvent;
+
+constexpr int consumers = 2;
+
+std::uint64_t ops() {
+  const char* value = std::getenv("SAFEGUARDS_STRESS_OPS");
+  return value && *value ? std::stoull(value) / 5 : 20'000;
+}
+
+// Runs `body(i)` on `n` threads released together, and waits for them.
+template <class F>
+void on_threads(int n, F body) {
+  std::latch start(n);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; ++i)
+    threads.emplace_back([&, i] {
+      start.arrive_and_wait();
+      body(i);
+    });
+  for (auto& t : threads)
+    t.join();
+}
+
+// Thread `t` spends raw amounts t + 1, t + 1 + consumers, ...: all distinct, increasing per
+// thread, so each event names the one consume it reports.
+std::int64_t nth_amount(int thread, std::uint64_t n) {
+  return static_cast<std::int64_t>(n) * consumers + thread + 1;
+}
+
+// A clock that answers what the calling thread last set: a history record is whole exactly when
+// its timestamp equals its amount's raw value.
+inline thread_local std::int64_t echoed = 0;
+struct EchoClock {
+  using rep = std::int64_t;
+  using period = std::nano;
+  using duration = std::chrono::nanoseconds;
+  using time_point = std::chrono::time_point<EchoClock, duration>;
+  static constexpr bool is_steady = false;
+  time_point now() const noexcept { return time_point(duration(echoed)); }
+};
+
+} // namespace
+
+TEST_CASE("observers see each change of one agent once, in ledger order, while consumers do not "
+          "wait for them",
+          "[monitor][concurrency][order]") {
+  const std::uint64_t n = ops();
+  BudgetCoordinator coord;
+  const AgentId agent = coord.create_agent({.name = "watched", .initial_budget = 1'000'000_d});
+
+  // Unsynchronised on purpose: observers of one agent are called one at a time (ThreadSanitizer
+  // checks it), and the flag turns an overlap into a failure in builds without it.
+  std::vector<Event> events;
+  events.reserve(consumers * n + 16);
+  std::atomic<bool> inside{false};
+  std::atomic<int> overlaps{0};
+  auto observer = coord.add_monitor(agent, [&](const Event& e) {
+    if (inside.exchange(true, std::memory_order_relaxed)) {
+      overlaps.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    events.push_back(e);
+    inside.store(false, std::memory_order_relaxed);
+  });
+
+  // A third thread keeps registering and dropping a second observer: the list the consumers
+  // deliver with is replaced under them, and a replaced list must outlive its last reader.
+  std::atomic<bool> done{false};
+  std::atomic<std::uint64_t> extra_seen{0};
+  std::vector<std::vector<std::int64_t>> spent(consumers);
+  on_threads(consumers + 1, [&](int t) {
+    if (t == consumers) {
+      while (!done.load()) {
+        auto extra = coord.add_monitor(
+            agent, [&](const Event&) { extra_seen.fetch_add(1, std::memory_order_relaxed); });
+        std::this_thread::yield();
+      }
+      return;
+    }
+    for (std::uint64_t k = 0; k < n; ++k) {
+      const std::int64_t raw = nth_amount(t, k);
+      if (coord.try_consume(agent, Decimal::from_raw(raw)).ok())
+        spent[static_cast<std::size_t>(t)].push_back(raw);
+    }
+    done.store(true);
+  });
+
+  REQUIRE(overlaps.load() == 0);
+  const auto m = coord.agent_metrics(agent);
+  std::size_t total = 0;
+  for (const auto& s : spent)
+    total += s.size();
+  CHECK(total == consumers * n); // the budget covers them all
+  REQUIRE(events.size() == total);
+
+  // An unbroken chain from the initial balance to the final one: each event's `before` is the
+  // previous event's `after`, so events arrive in the order the ledger made the changes.
+  CHECK(events.front().remaining_before == 1'000'000_d);
+  CHECK(events.front().used_before == 0_d);
+  CHECK(events.back().remaining_after == m.remaining_budget);
+  CHECK(events.back().used_after == m.used_budget);
+  std::size_t broken = 0, wrong = 0;
+  std::set<std::int64_t> seen;
+  std::vector<std::int64_t> last(consumers, 0);
+  std::size_t out_of_order = 0;
+  for (std::size_t k = 0; k < events.size(); ++k) {
+    const Event& e = events[k];
+    if (k + 1 < events.size() && (e.remaining_after != events[k + 1].remaining_before ||
+                                  e.used_after != events[k + 1].used_before))
+      ++broken;
+    if (e.kind != UsageKind::consume || e.remaining_after != e.remaining_before - e.amount ||
+        e.used_after != e.used_before + e.amount)
+      ++wrong;
+    const std::int64_t raw = e.amount.raw();
+    seen.insert(raw);
+    // One thread's consumes are ordered by its program: its amounts must arrive increasing.
+    auto& previous = last[static_cast<std::size_t>((raw - 1) % consumers)];
+    if (raw <= previous)
+      ++out_of_order;
+    previous = raw;
+  }
+  CHECK(broken == 0);
+  CHECK(wrong == 0);
+  CHECK(out_of_order == 0);
+  // Exactly once: as many distinct amounts as events, and they are the amounts spent.
+  CHECK(seen.size() == events.size());
+  std::size_t missing = 0;
+  for (const auto& s : spent)
+    for (std::int64_t raw : s)
+      missing += seen.count(raw) == 1 ? 0U : 1U;
+  CHECK(missing == 0);
+  CHECK(coord.check_invariants().empty());
+}
+
+TEST_CASE("observers of a busy agent: a consumer hands its event over instead of waiting",
+          "[monitor][concurrency][order]") {
+  // The first consumer's observer blocks until the second consumer has returned: with the
+  // change serialised behind the observer (a per-agent mutex held across delivery) the second
+  // consume could not return and this would hang.
+  BudgetCoordinator coord;
+  const AgentId agent = coord.create_agent({.name = "a", .initial_budget = 100_d});
+  std::atomic<bool> first_delivering{false};
+  std::atomic<bool> second_returned{false};
+  std::atomic<int> delivered{0};
+  std::vector<Decimal> amounts; // written by the delivering thread only
+  auto blocking = coord.add_monitor(agent, [&](const Event& e) {
+    amounts.push_back(e.amount);
+    delivered.fetch_add(1);
+    if (e.amount == 1_d) {
+      first_delivering.store(true);
+      while (!second_returned.load())
+        std::this_thread::yield();
+    }
+  });
+  ConsumeStatus statuses[2] = {};
+  on_threads(2, [&](int t) {
+    if (t == 0) {
+      statuses[0] = coord.try_consume(agent, 1_d).status();
+    } else {
+      while (!first_delivering.load())
+        std::this_thread::yield();
+      statuses[1] = coord.try_consume(agent, 2_d).status();
+      second_returned.store(true);
+    }
+  });
+  CHECK(statuses[0] == ConsumeStatus::ok);
+  CHECK(statuses[1] == ConsumeStatus::ok);
+  CHECK(delivered.load() == 2);
+  CHECK(amounts == std::vector<Decimal>{1_d, 2_d}); // the second, by the first thread, after
+  CHECK(coord.get_budget(agent) == 97_d);
+  CHECK(coord.check_invariants().empty());
+}
+
+TEST_CASE("the history ring takes appends from several threads and never shows a torn record",
+          "[history][concurrency]") {
+  const std::uint64_t n = ops();
+  constexpr std::size_t capacity = 16;
+  BasicBudgetCoordinator<Decimal, FixedAllocation, EchoClock> coord(
+      CoordinatorOptions{.history_capacity = capacity});
+  const AgentId agent = coord.create_agent({.name = "a", .initial_budget = 1'000'000_d});
+
+  std::atomic<int> writing{consumers};
+  std::uint64_t reads = 0, records = 0, torn = 0, too_many = 0, unordered = 0;
+  on_threads(consumers + 1, [&](int t) {
+    if (t == consumers) { // the reader
+      do {
+        const auto history = coord.usage_history(agent);
+        ++reads;
+        records += history.size();
+        if (history.size() > capacity)
+          ++too_many;
+        std::vector<std::int64_t> last(consumers, 0);
+        for (const auto& e : history) {
+          const std::int64_t raw = e.consumption().value().raw();
+          if (raw <= 0 || e.timestamp().time_since_epoch().count() != raw ||
+              e.consumption().kind() != "consume") {
+            ++torn;
+            continue;
+          }
+          auto& previous = last[static_cast<std::size_t>((raw - 1) % consumers)];
+          if (raw <= previous)
+            ++unordered;
+          previous = raw;
+        }
+      } while (writing.load() != 0);
+      return;
+    }
+    for (std::uint64_t k = 0; k < n; ++k) {
+      echoed = nth_amount(t, k);
+      (void)coord.try_consume(agent, Decimal::from_raw(echoed));
+    }
+    writing.fetch_sub(1);
+  });
+  INFO(reads << " reads, " << records << " records read");
+  CHECK(torn == 0);
+  CHECK(too_many == 0);
+  CHECK(unordered == 0);
+
+  // At rest the ring holds exactly the last `capacity` consumes, each whole.
+  const auto history = coord.usage_history(agent);
+  REQUIRE(history.size() == capacity);
+  std::set<std::int64_t> last_raws;
+  for (const auto& e : history) {
+    const std::int64_t raw = e.consumption().value().raw();
+    CHECK(e.timestamp().time_since_epoch().count() == raw);
+    last_raws.insert(raw);
+  }
+  CHECK(last_raws.size() == capacity);
+  const auto m = coord.agent_metrics(agent);
+  CHECK(m.consumption_count == consumers * n);
+  CHECK(coord.check_invariants().empty());
+}
