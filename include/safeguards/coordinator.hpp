@@ -155,8 +155,7 @@ public:
   PoolId create_pool(PoolSpec spec) {
     detail::validate_name(spec.name, "pool");
     detail::validate_priority(spec.priority, spec.name);
-    detail::validate_non_negative(spec.initial_budget,
-                                  "initial_budget of pool \"" + spec.name + "\"");
+    detail::validate_non_negative(spec.initial_budget, "initial_budget of pool", spec.name);
     std::unique_lock lock(mutex_);
     if (pool_names_.contains(spec.name))
       throw DuplicateName(fmt::format("safeguards: a pool named \"{}\" already exists", spec.name));
@@ -170,8 +169,7 @@ public:
   AgentId create_agent(AgentSpec spec) {
     detail::validate_name(spec.name, "agent");
     detail::validate_priority(spec.priority, spec.name);
-    detail::validate_non_negative(spec.initial_budget,
-                                  "initial_budget of agent \"" + spec.name + "\"");
+    detail::validate_non_negative(spec.initial_budget, "initial_budget of agent", spec.name);
     // Allocated up front, so that nothing can fail once the agent is visible.
     std::list<BudgetChange> record(1);
     record.front().reason = "agent created";
@@ -199,12 +197,15 @@ public:
             fmt::format("safeguards: the implicit pool name \"{}\" is already taken",
                         implicit_pool_name(spec.name)));
       }
-      auto monitors = std::make_unique<MonitorList>();
+      // Made only when a monitor covers the new agent: most agents have none.
+      std::unique_ptr<MonitorList> monitors;
       registry_.for_each_covering(AgentId(agents_.size() + 1), pool ? pool->id : PoolId(),
-                                  [&](const auto& entry) { monitors->entries.push_back(entry); });
-      if (monitors->entries.empty())
-        monitors.reset();
-      else if (!monitored)
+                                  [&](const auto& entry) {
+                                    if (!monitors)
+                                      monitors = std::make_unique<MonitorList>();
+                                    monitors->entries.push_back(entry);
+                                  });
+      if (monitors && !monitored)
         monitored = std::make_unique<Monitored>(options_.history_capacity);
 
       id = AgentId(agents_.size() + 1);
@@ -1404,7 +1405,13 @@ private:
   // a store-to-load forwarding stall of about 5 ns on every monitored consume.
   ConsumeResult change_observed(AgentState& a, Monitored& m, UsageKind kind,
                                 const Amount& amount) noexcept {
-    const auto now = clock_.now();
+    return change_and_deliver(a, m, kind, amount, clock_.now(), Turn::Route::claim);
+  }
+
+  // The change and its event, made in the turn's order along `route`, then delivered.
+  ConsumeResult change_and_deliver(AgentState& a, Monitored& m, UsageKind kind,
+                                   const Amount& amount, time_point now,
+                                   typename Turn::Route route) noexcept {
     LedgerStatus status = LedgerStatus::ok;
     auto apply = [&]() noexcept -> std::optional<UsageEvent> {
       const auto before = ledger_.balance(a.account);
@@ -1417,7 +1424,7 @@ private:
         return std::nullopt;
       }
     };
-    if (!m.turn.change(Turn::Route::claim, apply, deliver_for(a)))
+    if (!m.turn.change(route, apply, deliver_for(a)))
       count_sink_failure();
     return detail::to_consume_status(status);
   }
@@ -1458,21 +1465,7 @@ private:
     }
     // A check may have settled or released a reservation: the debit re-checks the balance
     // itself, and the event is read afresh and delivered after the changes the checks made.
-    LedgerStatus status = LedgerStatus::ok;
-    auto apply = [&]() noexcept -> std::optional<UsageEvent> {
-      const auto now_before = ledger_.balance(a.account);
-      status = take(a, &m, kind, amount, now);
-      if (status != LedgerStatus::ok)
-        return std::nullopt;
-      try {
-        return make_event(a, kind, amount, now_before, ledger_.balance(a.account), now);
-      } catch (...) {
-        return std::nullopt;
-      }
-    };
-    if (!m.turn.change(Turn::Route::holder, apply, deliver_for(a)))
-      count_sink_failure();
-    return detail::to_consume_status(status);
+    return change_and_deliver(a, m, kind, amount, now, Turn::Route::holder);
   }
 
   // Settles (part of) a reservation; called by Reservation.

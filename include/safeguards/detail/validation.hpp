@@ -9,7 +9,9 @@
 #include <safeguards/coordinator_types.hpp>
 #include <safeguards/errors.hpp>
 #include <safeguards/ledger.hpp>
+#include <optional>
 #include <string>
+#include <string_view>
 
 namespace safeguards {
 inline namespace v1 {
@@ -32,12 +34,15 @@ inline void validate_priority(int priority, const std::string& name) {
                                       priority, name, min_priority, max_priority));
 }
 
+// `what` names the value; `owner`, when given, is quoted after it ("initial_budget of agent
+// \"a\""). In two parts so that a valid value costs no string.
 template <BudgetAmount Amount>
-void validate_non_negative(const Amount& value, const std::string& what) {
+void validate_non_negative(const Amount& value, std::string_view what,
+                           std::optional<std::string_view> owner = std::nullopt) {
   if (!(amount_zero<Amount>() <= value) || !amount_is_finite(value))
-    throw InvalidArgument(fmt::format("safeguards: {} must be a finite amount of at least zero, "
-                                      "got {}",
-                                      what, amount_to_string(value)));
+    throw InvalidArgument(fmt::format(
+        "safeguards: {}{} must be a finite amount of at least zero, got {}", what,
+        owner ? fmt::format(" \"{}\"", *owner) : std::string(), amount_to_string(value)));
 }
 
 template <BudgetAmount Amount>
