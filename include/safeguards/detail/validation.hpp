@@ -4,12 +4,12 @@
 #pragma once
 
 #include <fmt/format.h>
+#include <optional>
 #include <safeguards/amount.hpp>
 #include <safeguards/consume_result.hpp>
 #include <safeguards/coordinator_types.hpp>
 #include <safeguards/errors.hpp>
 #include <safeguards/ledger.hpp>
-#include <optional>
 #include <string>
 #include <string_view>
 
