@@ -1288,10 +1288,7 @@ private:
   // A ledger that counts charges keeps the count on the balance's own cache line: with two
   // cores on one agent, a second contended line (this counter in AgentState, next to fields
   // every consume reads) made each consume several times slower than the debit itself.
-  static constexpr bool ledger_counts_charges = requires(const L& l, typename L::handle_type h) {
-    { l.charge_count(h) }
-    noexcept->std::same_as<std::uint64_t>;
-  };
+  static constexpr bool ledger_counts_charges = detail::ledger_counts_charges<L>;
 
   void count_charge(AgentState& a) noexcept {
     if constexpr (!ledger_counts_charges)
