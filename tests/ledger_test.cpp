@@ -41,6 +41,28 @@ TEMPLATE_TEST_CASE("ledger debits refuse to cross zero", "[ledger]", Decimal, st
   CHECK(ledger.debit(h, amt<A>(1)) == LedgerStatus::insufficient);
 }
 
+TEMPLATE_TEST_CASE("a ledger refuses negative debits, reserves and credits", "[ledger]", Decimal,
+                   std::int64_t, BigDecimal, double) {
+  using A = TestType;
+  InMemoryLedger<A> ledger;
+  auto h = ledger.open(amt<A>(10));
+  const A minus = amt<A>(-3);
+  // Each of these would otherwise move money the wrong way: a debit or reserve that gives, a
+  // credit that takes.
+  CHECK(ledger.debit(h, minus) == LedgerStatus::invalid_amount);
+  CHECK(ledger.reserve(h, minus) == LedgerStatus::invalid_amount);
+  CHECK(ledger.credit(h, minus) == LedgerStatus::invalid_amount);
+  auto b = ledger.balance(h);
+  CHECK(b.remaining == amt<A>(10));
+  CHECK(b.used == amt<A>(0));
+  CHECK(b.reserved == amt<A>(0));
+  CHECK(ledger.charge_count(h) == 0);
+  // On a closed account a negative credit is refused first: nothing is swept back in.
+  CHECK(ledger.close(h) == amt<A>(10));
+  CHECK(ledger.credit(h, minus) == LedgerStatus::invalid_amount);
+  CHECK(ledger.balance(h).remaining == amt<A>(0));
+}
+
 TEMPLATE_TEST_CASE("ledger reservations settle, refund and charge overage up to zero", "[ledger]",
                    Decimal, std::int64_t, BigDecimal, double) {
   using A = TestType;

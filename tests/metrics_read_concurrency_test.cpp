@@ -45,21 +45,34 @@ TEST_CASE("ledger balances read during writes are always possible", "[ledger][co
   // Raised before each credit, so a snapshot's total is never above it.
   std::atomic<std::int64_t> credited{100000};
   std::atomic<int> running{2};
+  // What the writers were told they charged: the books must hold exactly that at the end.
+  std::atomic<std::uint64_t> charges{0};
+  std::atomic<std::int64_t> charged_cents{0};
   std::latch start(3);
 
   auto writer = [&](unsigned seed) {
     std::mt19937 rng(seed);
+    std::uint64_t my_charges = 0;
+    std::int64_t my_cents = 0;
     start.arrive_and_wait();
     for (int i = 0; i < ops_per_thread; ++i) {
       const auto n = static_cast<std::int64_t>(rng() % 50) + 1;
       switch (rng() % 6) {
       case 0:
       case 1:
-        (void)ledger.debit(h, cents(n));
+        if (ledger.debit(h, cents(n)) == LedgerStatus::ok) {
+          ++my_charges;
+          my_cents += n;
+        }
         break;
       case 2:
-        if (ledger.reserve(h, cents(n)) == LedgerStatus::ok)
-          (void)ledger.settle(h, cents(n), cents(static_cast<std::int64_t>(rng() % 80)));
+        if (ledger.reserve(h, cents(n)) == LedgerStatus::ok) {
+          const auto s = ledger.settle(h, cents(n), cents(static_cast<std::int64_t>(rng() % 80)));
+          if (Decimal() < s.charged) {
+            ++my_charges;
+            my_cents += s.charged.raw() / (Decimal::scale / 100);
+          }
+        }
         break;
       case 3:
         if (ledger.reserve(h, cents(n)) == LedgerStatus::ok)
@@ -71,6 +84,8 @@ TEST_CASE("ledger balances read during writes are always possible", "[ledger][co
         break;
       }
     }
+    charges.fetch_add(my_charges);
+    charged_cents.fetch_add(my_cents);
     running.fetch_sub(1);
   };
 
@@ -109,6 +124,9 @@ TEST_CASE("ledger balances read during writes are always possible", "[ledger][co
   const auto b = ledger.balance(h);
   CHECK(b.reserved == Decimal());
   CHECK(b.remaining + b.used == cents(credited.load()));
+  CHECK(b.used == cents(charged_cents.load()));
+  CHECK(ledger.charge_count(h) == charges.load());
+  CHECK(charges.load() > 1000); // the count's low bits wrapped many times meanwhile
 }
 
 TEST_CASE("agent metrics read during writes are always possible", "[coordinator][concurrency]") {

@@ -32,9 +32,10 @@ struct LedgerBalance {
 /// Why a ledger operation did not happen.
 enum class LedgerStatus : std::uint8_t {
   ok,
-  insufficient, ///< the remaining balance cannot cover the amount; nothing changed
-  closed,       ///< the account was closed; nothing changed
-  overflow      ///< the account cannot hold that much (see `max_balance`); nothing changed
+  insufficient,  ///< the remaining balance cannot cover the amount; nothing changed
+  closed,        ///< the account was closed; nothing changed
+  overflow,      ///< the account cannot hold that much (see `max_balance`); nothing changed
+  invalid_amount ///< the amount is negative; nothing changed
 };
 
 /// What settling a reservation did: `charged` went to used, `refunded` back to remaining (or to
@@ -87,72 +88,99 @@ inline constexpr std::size_t cache_line = 64;
 // debit changes: the remaining balance and the low bits of the charge count. `used` is not
 // stored: it is `allocated - remaining - reserved`, so a debit has nothing else to update.
 //
-// Everything else (reserve, settle, release, credit, close, the count's carry) changes several
-// fields. Those writers take `seq` (odd while one writes; a seqlock) so that readers get the
-// numbers of one instant: a reader retries when `seq` moved, and since a plain debit changes
-// `word` alone, one load of it is consistent with the fields the writers guard.
+// Everything else (reserve, settle, release, credit, close) changes several fields. Such a writer
+// owns the account from the compare-and-swap that sets `locked_bit` until the plain store that
+// publishes its new word (`CellLock`): one locked instruction per operation, as a debit. A debit
+// that would succeed waits for those few instructions; one that is refused does not wait, since a
+// locked word still holds the balance of the instant before the writer's change.
+//
+// The debit whose charge wraps the count's low bits sets `carry_bit` instead and adds the carry
+// to `charge_carries` afterwards; other debits go on meanwhile (only another wrap waits for it).
+//
+// Readers get the numbers of one instant from `seq`, which the owner of either bit makes odd
+// while it writes: a reader retries when `seq` moved or was odd, or when `word` carries either
+// bit.
 struct alignas(cache_line) AtomicCell {
-  static constexpr int count_bits = 8;
+  static constexpr int count_bits = 6;
   static constexpr std::uint64_t count_mask = (std::uint64_t{1} << count_bits) - 1;
   static constexpr std::uint64_t closed_bit = std::uint64_t{1} << 63;
+  static constexpr std::uint64_t locked_bit = std::uint64_t{1} << 62;
+  static constexpr std::uint64_t carry_bit = std::uint64_t{1} << 61;
+  static constexpr std::uint64_t flag_bits = closed_bit | locked_bit | carry_bit;
+  static constexpr std::uint64_t busy_bits = locked_bit | carry_bit;
   // 55 bits of raw units: 36,028,797,018.963967 as a `Decimal`.
-  static constexpr std::int64_t max_raw = (std::int64_t{1} << (63 - count_bits)) - 1;
+  static constexpr std::int64_t max_raw = (std::int64_t{1} << (61 - count_bits)) - 1;
 
-  // closed (bit 63) | remaining (bits 8..62) | charge count mod 256 (bits 0..7)
+  // closed (63) | locked (62) | carry (61) | remaining (6..60) | charge count mod 64 (0..5)
   std::atomic<std::uint64_t> word{0};
   std::atomic<std::uint64_t> seq{0};
-  // Written only under `seq`; atomics so that readers may race with them and retry.
+  // Written only by the owner of a bit; atomics so that readers may race with them and retry.
   std::atomic<std::int64_t> reserved{0};
   std::atomic<std::int64_t> allocated{0};       // remaining + used + reserved
-  std::atomic<std::uint64_t> charge_carries{0}; // times the low 8 bits of the count wrapped
+  std::atomic<std::uint64_t> charge_carries{0}; // times the low bits of the count wrapped
 
   static constexpr std::int64_t remaining_of(std::uint64_t w) noexcept {
-    return static_cast<std::int64_t>((w & ~closed_bit) >> count_bits);
+    return static_cast<std::int64_t>((w & ~flag_bits) >> count_bits);
   }
   static constexpr std::uint64_t with_remaining(std::uint64_t w, std::int64_t rem) noexcept {
-    return (w & (closed_bit | count_mask)) | (static_cast<std::uint64_t>(rem) << count_bits);
-  }
-  // One more charge, carrying into `charge_carries` (the caller holds `seq`) on a wrap.
-  static constexpr std::uint64_t counted(std::uint64_t w, bool& carry) noexcept {
-    carry = (w & count_mask) == count_mask;
-    return carry ? w & ~count_mask : w + 1;
+    return (w & (flag_bits | count_mask)) | (static_cast<std::uint64_t>(rem) << count_bits);
   }
 };
 
-// The writers' side of `AtomicCell::seq`. Holders run a few instructions and never block, so
-// waiting spins briefly and then yields (a holder may have been preempted).
-class CellWriter {
-public:
-  explicit CellWriter(AtomicCell& cell) noexcept : cell_(cell) {
-    std::uint64_t s = cell_.seq.load(std::memory_order_relaxed);
-    for (int spins = 0;; ++spins) {
-      if ((s & 1) == 0 && cell_.seq.compare_exchange_weak(s, s + 1, std::memory_order_acquire,
-                                                          std::memory_order_relaxed))
-        break;
-      pause(spins);
-      s = cell_.seq.load(std::memory_order_relaxed);
-    }
-    seq_ = s + 1;
-  }
-  ~CellWriter() { cell_.seq.store(seq_ + 1, std::memory_order_release); }
-  CellWriter(const CellWriter&) = delete;
-  CellWriter& operator=(const CellWriter&) = delete;
+// Waiting for the owner of an account's bit: it runs a few instructions and never blocks, so
+// spin briefly and then yield (it may have been preempted).
+inline void cell_pause(int spins) noexcept {
+  if (spins >= 64)
+    std::this_thread::yield();
+}
 
-  // Fields only writers change: a load and a store, no locked instruction.
+// Ownership of an account by a writer (see `AtomicCell`). `word()` is the account's word when
+// it was taken; `set` gives the word to publish when the lock is given up (unchanged otherwise).
+class CellLock {
+public:
+  explicit CellLock(AtomicCell& cell) noexcept
+      : cell_(cell), word_(cell.word.load(std::memory_order_relaxed)) {
+    if ((word_ & AtomicCell::busy_bits) != 0 ||
+        !cell_.word.compare_exchange_weak(word_, word_ | AtomicCell::locked_bit,
+                                          std::memory_order_acquire, std::memory_order_relaxed))
+        [[unlikely]]
+      wait_and_take();
+    seq_ = cell_.seq.load(std::memory_order_relaxed);
+    cell_.seq.store(seq_ + 1, std::memory_order_relaxed); // the fields' release stores follow it
+  }
+  ~CellLock() {
+    cell_.seq.store(seq_ + 2, std::memory_order_release);
+    cell_.word.store(word_, std::memory_order_release);
+  }
+  CellLock(const CellLock&) = delete;
+  CellLock& operator=(const CellLock&) = delete;
+
+  std::uint64_t word() const noexcept { return word_; }
+  void set(std::uint64_t word) noexcept { word_ = word; }
+
+  // Fields only owners change: a load and a release store, no locked instruction. The release
+  // keeps the store after the odd `seq`, so a reader that sees the new value sees `seq` moved.
   template <class T>
   static void add(std::atomic<T>& field, T delta) noexcept {
     field.store(static_cast<T>(field.load(std::memory_order_relaxed) + delta),
                 std::memory_order_release);
   }
 
-  static void pause(int spins) noexcept {
-    if (spins >= 64)
-      std::this_thread::yield();
+private:
+  [[gnu::noinline]] void wait_and_take() noexcept {
+    for (int spins = 0;; ++spins) {
+      cell_pause(spins);
+      word_ = cell_.word.load(std::memory_order_relaxed);
+      if ((word_ & AtomicCell::busy_bits) == 0 &&
+          cell_.word.compare_exchange_weak(word_, word_ | AtomicCell::locked_bit,
+                                           std::memory_order_acquire, std::memory_order_relaxed))
+        return;
+    }
   }
 
-private:
   AtomicCell& cell_;
-  std::uint64_t seq_;
+  std::uint64_t word_;
+  std::uint64_t seq_ = 0;
 };
 
 // Fallback for amounts that do not fit one atomic word: a short per-account lock.
@@ -169,10 +197,11 @@ struct alignas(cache_line) LockedCell {
 } // namespace detail
 
 /// Balances in this process's memory. For `Decimal` and `std::int64_t` every account is one
-/// cache line of atomics: a debit is one compare-and-swap, the other operations a short
-/// seqlock-guarded update (see `detail::AtomicCell`), and no balance is ever read torn. Other
-/// amount types take a per-account mutex. Accounts live until the ledger is destroyed, so a
-/// handle stays valid after `close` (operations on it then report `closed`).
+/// cache line of atomics: a debit is one compare-and-swap, the other operations one
+/// compare-and-swap that takes the account for a few plain stores (see `detail::AtomicCell`), and
+/// no balance is ever read torn. Other amount types take a per-account mutex. Accounts live until
+/// the ledger is destroyed, so a handle stays valid after `close` (operations on it then report
+/// `closed`).
 ///
 /// A lock-free account holds at most `max_balance()` (2^55 - 1 raw units: 36,028,797,018.963967
 /// as a `Decimal`) over its life: `open` throws `AmountOverflow` above it and `credit` reports
@@ -182,7 +211,7 @@ class InMemoryLedger {
   static constexpr bool lock_free = detail::RawAmount<Amount>;
   using Cell = std::conditional_t<lock_free, detail::AtomicCell, detail::LockedCell<Amount>>;
   using traits = amount_traits<Amount>;
-  using Writer = detail::CellWriter;
+  using Lock = detail::CellLock;
 
 public:
   using amount_type = Amount;
@@ -230,16 +259,12 @@ public:
   /// hand their refund back to the caller.
   std::optional<Amount> close(handle_type h) noexcept {
     if constexpr (lock_free) {
-      Writer w(*h);
-      std::uint64_t cur = h->word.load(std::memory_order_relaxed);
-      do {
-        if (cur & Cell::closed_bit)
-          return std::nullopt;
-      } while (!h->word.compare_exchange_weak(cur, Cell::with_remaining(cur, 0) | Cell::closed_bit,
-                                              std::memory_order_acq_rel,
-                                              std::memory_order_relaxed));
-      const std::int64_t swept = Cell::remaining_of(cur);
-      Writer::add(h->allocated, -swept);
+      Lock lock(*h);
+      if (lock.word() & Cell::closed_bit)
+        return std::nullopt;
+      const std::int64_t swept = Cell::remaining_of(lock.word());
+      lock.set(Cell::with_remaining(lock.word(), 0) | Cell::closed_bit);
+      Lock::add(h->allocated, -swept);
       return traits::from_raw(swept);
     } else {
       std::lock_guard lock(h->mutex);
@@ -259,24 +284,22 @@ public:
     }
   }
 
-  /// Moves `amount` from remaining to used, unless remaining cannot cover it. Lock-free: one
-  /// compare-and-swap (once in 256 charges the count's carry takes the writers' path).
+  /// Moves `amount` from remaining to used, unless remaining cannot cover it. One
+  /// compare-and-swap; a debit that would succeed while another operation holds the account
+  /// waits the few instructions it takes (see `detail::AtomicCell`).
   LedgerStatus debit(handle_type h, const Amount& amount) noexcept {
     if constexpr (lock_free) {
       const std::int64_t raw = traits::to_raw(amount);
       std::uint64_t cur = h->word.load(std::memory_order_relaxed);
-      for (;;) {
-        if (cur & Cell::closed_bit)
-          return LedgerStatus::closed;
-        if (raw < 0 || Cell::remaining_of(cur) < raw)
-          return LedgerStatus::insufficient;
-        if ((cur & Cell::count_mask) == Cell::count_mask)
-          return debit_carrying(h, raw);
-        const std::uint64_t next = cur - (static_cast<std::uint64_t>(raw) << Cell::count_bits) + 1;
-        if (h->word.compare_exchange_weak(cur, next, std::memory_order_acq_rel,
-                                          std::memory_order_relaxed))
-          return LedgerStatus::ok;
-      }
+      if (auto refused = refusal(cur, raw))
+        return *refused;
+      // Neither held nor wrapping the count's low bits: the whole debit is this one instruction.
+      if ((cur & (Cell::locked_bit | Cell::count_mask)) < Cell::count_mask &&
+          h->word.compare_exchange_weak(
+              cur, cur - (static_cast<std::uint64_t>(raw) << Cell::count_bits) + 1,
+              std::memory_order_acq_rel, std::memory_order_relaxed)) [[likely]]
+        return LedgerStatus::ok;
+      return debit_contended(h, raw);
     } else {
       return locked_move_out(h, amount, &Cell::used, true);
     }
@@ -286,18 +309,14 @@ public:
   LedgerStatus reserve(handle_type h, const Amount& amount) noexcept {
     if constexpr (lock_free) {
       const std::int64_t raw = traits::to_raw(amount);
-      std::uint64_t cur = h->word.load(std::memory_order_relaxed);
-      if (auto refused = refusal(cur, raw)) // refused without taking the writers' turn
+      // Refused without taking the account (a locked word holds the balance before the change).
+      if (auto refused = refusal(h->word.load(std::memory_order_relaxed), raw))
         return *refused;
-      Writer w(*h);
-      cur = h->word.load(std::memory_order_relaxed);
-      do {
-        if (auto refused = refusal(cur, raw))
-          return *refused;
-      } while (!h->word.compare_exchange_weak(
-          cur, Cell::with_remaining(cur, Cell::remaining_of(cur) - raw), std::memory_order_acq_rel,
-          std::memory_order_relaxed));
-      Writer::add(h->reserved, raw);
+      Lock lock(*h);
+      if (auto refused = refusal(lock.word(), raw))
+        return *refused;
+      lock.set(Cell::with_remaining(lock.word(), Cell::remaining_of(lock.word()) - raw));
+      Lock::add(h->reserved, raw);
       return LedgerStatus::ok;
     } else {
       return locked_move_out(h, amount, &Cell::reserved, false);
@@ -321,27 +340,25 @@ public:
       const std::int64_t from_hold = actual_raw < held_raw ? actual_raw : held_raw;
       const std::int64_t refund = held_raw - from_hold;
       const std::int64_t overage = actual_raw - from_hold;
-      std::int64_t extra = 0; // overage actually taken from remaining
-      bool carry = false;
-      Writer w(*h);
-      std::uint64_t cur = h->word.load(std::memory_order_relaxed);
-      std::uint64_t next = 0;
-      do {
-        const std::int64_t rem = Cell::remaining_of(cur);
-        s.account_closed = (cur & Cell::closed_bit) != 0;
-        extra = s.account_closed ? 0 : (overage < rem ? overage : rem);
-        // The refund and the overage never both apply: one CAS settles either.
-        next = s.account_closed ? cur : Cell::with_remaining(cur, rem + refund - extra);
-        carry = false;
-        if (from_hold + extra > 0)
-          next = Cell::counted(next, carry);
-      } while (!h->word.compare_exchange_weak(cur, next, std::memory_order_acq_rel,
-                                              std::memory_order_relaxed));
-      Writer::add(h->reserved, -held_raw);
+      Lock lock(*h);
+      const std::uint64_t cur = lock.word();
+      const std::int64_t rem = Cell::remaining_of(cur);
+      s.account_closed = (cur & Cell::closed_bit) != 0;
+      // Overage actually taken from remaining. The refund and the overage never both apply.
+      const std::int64_t extra = s.account_closed ? 0 : (overage < rem ? overage : rem);
+      std::uint64_t next = s.account_closed ? cur : Cell::with_remaining(cur, rem + refund - extra);
+      if (from_hold + extra > 0) { // one more charge, the carry made here (the lock owns it)
+        if ((next & Cell::count_mask) == Cell::count_mask) {
+          next &= ~Cell::count_mask;
+          Lock::add(h->charge_carries, std::uint64_t{1});
+        } else {
+          ++next;
+        }
+      }
+      lock.set(next);
+      Lock::add(h->reserved, -held_raw);
       if (s.account_closed) // the refund leaves the account with the caller
-        Writer::add(h->allocated, -refund);
-      if (carry)
-        Writer::add(h->charge_carries, std::uint64_t{1});
+        Lock::add(h->allocated, -refund);
       s.charged = traits::from_raw(from_hold + extra);
       s.refunded = traits::from_raw(refund);
       s.uncovered = traits::from_raw(overage - extra);
@@ -373,11 +390,11 @@ public:
   bool release(handle_type h, const Amount& held) noexcept {
     if constexpr (lock_free) {
       const std::int64_t raw = traits::to_raw(held);
-      Writer w(*h);
-      const bool open = add_unless_closed(h, raw);
-      Writer::add(h->reserved, -raw);
+      Lock lock(*h);
+      const bool open = add_unless_closed(lock, raw);
+      Lock::add(h->reserved, -raw);
       if (!open)
-        Writer::add(h->allocated, -raw);
+        Lock::add(h->allocated, -raw);
       return open;
     } else {
       std::lock_guard lock(h->mutex);
@@ -389,16 +406,19 @@ public:
     }
   }
 
-  /// Adds `amount` to remaining; `overflow` (nothing changes) past `max_balance()`.
+  /// Adds `amount` to remaining; `overflow` (nothing changes) past `max_balance()`,
+  /// `invalid_amount` for a negative amount (a credit never takes money away).
   LedgerStatus credit(handle_type h, const Amount& amount) noexcept {
+    if (amount < amount_zero<Amount>())
+      return LedgerStatus::invalid_amount;
     if constexpr (lock_free) {
       const std::int64_t raw = traits::to_raw(amount);
-      Writer w(*h);
+      Lock lock(*h);
       if (!fits(h, raw))
         return LedgerStatus::overflow;
-      if (!add_unless_closed(h, raw))
+      if (!add_unless_closed(lock, raw))
         return LedgerStatus::closed;
-      Writer::add(h->allocated, raw);
+      Lock::add(h->allocated, raw);
       return LedgerStatus::ok;
     } else {
       std::lock_guard lock(h->mutex);
@@ -419,21 +439,17 @@ public:
       const std::int64_t des = traits::to_raw(desired);
       if (des < 0)
         return false;
-      Writer w(*h);
-      std::uint64_t cur = h->word.load(std::memory_order_relaxed);
-      do {
-        if (cur & Cell::closed_bit)
-          return false;
-        if (Cell::remaining_of(cur) != exp) {
-          expected = traits::from_raw(Cell::remaining_of(cur));
-          return false;
-        }
-        if (!fits(h, des - exp))
-          return false;
-      } while (!h->word.compare_exchange_weak(cur, Cell::with_remaining(cur, des),
-                                              std::memory_order_acq_rel,
-                                              std::memory_order_relaxed));
-      Writer::add(h->allocated, des - exp);
+      Lock lock(*h);
+      if (lock.word() & Cell::closed_bit)
+        return false;
+      if (Cell::remaining_of(lock.word()) != exp) {
+        expected = traits::from_raw(Cell::remaining_of(lock.word()));
+        return false;
+      }
+      if (!fits(h, des - exp))
+        return false;
+      lock.set(Cell::with_remaining(lock.word(), des));
+      Lock::add(h->allocated, des - exp);
       return true;
     } else {
       std::lock_guard lock(h->mutex);
@@ -481,13 +497,14 @@ private:
     std::uint64_t charges;
   };
 
-  // A seqlock read: the writers' fields are stable while `seq` is even and unchanged, and the
-  // one load of `word` fixes remaining and the count's low bits at one instant in between.
+  // A seqlock read: the owners' fields are stable while `seq` is even and unchanged, and the
+  // one load of `word`, owned by nobody, fixes remaining and the count's low bits at one instant
+  // in between.
   static Snapshot read(handle_type h) noexcept {
     for (int spins = 0;; ++spins) {
       const std::uint64_t before = h->seq.load(std::memory_order_acquire);
-      if ((before & 1) == 0) {
-        const std::uint64_t word = h->word.load(std::memory_order_acquire);
+      const std::uint64_t word = h->word.load(std::memory_order_acquire);
+      if ((before & 1) == 0 && (word & Cell::busy_bits) == 0) {
         Snapshot snap{Cell::remaining_of(word), h->reserved.load(std::memory_order_acquire),
                       h->allocated.load(std::memory_order_acquire),
                       (h->charge_carries.load(std::memory_order_acquire) << Cell::count_bits) +
@@ -495,12 +512,11 @@ private:
         if (h->seq.load(std::memory_order_acquire) == before)
           return snap;
       }
-      Writer::pause(spins);
+      detail::cell_pause(spins);
     }
   }
 
-  // `amount` more fits the account (the caller holds the writers' turn, so `allocated` is
-  // stable).
+  // `amount` more fits the account (the caller holds the account, so `allocated` is stable).
   static bool fits(handle_type h, std::int64_t amount) noexcept {
     return amount <= detail::AtomicCell::max_raw - h->allocated.load(std::memory_order_relaxed);
   }
@@ -508,44 +524,66 @@ private:
   static std::optional<LedgerStatus> refusal(std::uint64_t word, std::int64_t raw) noexcept {
     if (word & Cell::closed_bit)
       return LedgerStatus::closed;
-    if (raw < 0 || Cell::remaining_of(word) < raw)
+    if (raw < 0)
+      return LedgerStatus::invalid_amount;
+    if (Cell::remaining_of(word) < raw)
       return LedgerStatus::insufficient;
     return std::nullopt;
   }
 
-  // The debit whose charge wraps the count's low bits: the carry must become visible together
-  // with the wrap, so it takes the writers' turn.
-  static LedgerStatus debit_carrying(handle_type h, std::int64_t raw) noexcept {
-    Writer w(*h);
+  // A debit that lost a race, found the account held, or wraps the count's low bits. Kept out
+  // of line so that the one-instruction path above stays small enough to inline.
+  [[gnu::noinline]] static LedgerStatus debit_contended(handle_type h, std::int64_t raw) noexcept {
     std::uint64_t cur = h->word.load(std::memory_order_relaxed);
-    std::uint64_t next = 0;
-    bool carry = false;
-    do {
+    for (int spins = 0;;) {
       if (auto refused = refusal(cur, raw))
         return *refused;
-      next = Cell::counted(Cell::with_remaining(cur, Cell::remaining_of(cur) - raw), carry);
-    } while (!h->word.compare_exchange_weak(cur, next, std::memory_order_acq_rel,
-                                            std::memory_order_relaxed));
-    if (carry)
-      Writer::add(h->charge_carries, std::uint64_t{1});
-    return LedgerStatus::ok;
+      if ((cur & (Cell::locked_bit | Cell::count_mask)) < Cell::count_mask) {
+        if (h->word.compare_exchange_weak(
+                cur, cur - (static_cast<std::uint64_t>(raw) << Cell::count_bits) + 1,
+                std::memory_order_acq_rel, std::memory_order_relaxed))
+          return LedgerStatus::ok;
+      } else if ((cur & Cell::busy_bits) == 0) {
+        // This charge wraps the count's low bits: the carry follows the compare-and-swap.
+        const std::uint64_t next =
+            (Cell::with_remaining(cur, Cell::remaining_of(cur) - raw) & ~Cell::count_mask) |
+            Cell::carry_bit;
+        if (h->word.compare_exchange_weak(cur, next, std::memory_order_acq_rel,
+                                          std::memory_order_relaxed)) {
+          carry(h);
+          return LedgerStatus::ok;
+        }
+      } else { // held by a writer, or a wrap while the last carry is still being added
+        detail::cell_pause(spins++);
+        cur = h->word.load(std::memory_order_relaxed);
+      }
+    }
   }
 
-  // remaining += raw, unless the account is closed. The caller holds the writers' turn.
-  static bool add_unless_closed(handle_type h, std::int64_t raw) noexcept {
-    std::uint64_t cur = h->word.load(std::memory_order_relaxed);
-    do {
-      if (cur & Cell::closed_bit)
-        return false;
-    } while (!h->word.compare_exchange_weak(
-        cur, Cell::with_remaining(cur, Cell::remaining_of(cur) + raw), std::memory_order_acq_rel,
-        std::memory_order_relaxed));
+  // The rest of a debit that wrapped the count's low bits and set `carry_bit`: the carry is
+  // added under `seq` (the bit keeps writers and other carries out), then the bit is cleared
+  // with a read-modify-write, since other debits change the word meanwhile.
+  static void carry(handle_type h) noexcept {
+    const std::uint64_t seq = h->seq.load(std::memory_order_relaxed);
+    h->seq.store(seq + 1, std::memory_order_relaxed);
+    Lock::add(h->charge_carries, std::uint64_t{1});
+    h->seq.store(seq + 2, std::memory_order_release);
+    h->word.fetch_and(~Cell::carry_bit, std::memory_order_release);
+  }
+
+  // remaining += raw in the word `lock` will publish, unless the account is closed.
+  static bool add_unless_closed(Lock& lock, std::int64_t raw) noexcept {
+    if (lock.word() & Cell::closed_bit)
+      return false;
+    lock.set(Cell::with_remaining(lock.word(), Cell::remaining_of(lock.word()) + raw));
     return true;
   }
 
   template <class Member>
   LedgerStatus locked_move_out(handle_type h, const Amount& amount, Member to,
                                bool charge) noexcept {
+    if (amount < amount_zero<Amount>())
+      return LedgerStatus::invalid_amount;
     std::lock_guard lock(h->mutex);
     if (!h->open)
       return LedgerStatus::closed;

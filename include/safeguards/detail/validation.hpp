@@ -62,6 +62,8 @@ constexpr ConsumeStatus to_consume_status(LedgerStatus s) noexcept {
     return ConsumeStatus::unknown_agent;
   case LedgerStatus::overflow: // credits only; a debit or reserve never reports it
     return ConsumeStatus::insufficient;
+  case LedgerStatus::invalid_amount:
+    return ConsumeStatus::invalid_amount;
   }
   return ConsumeStatus::unknown_agent;
 }
