@@ -272,7 +272,7 @@ TEST_CASE("consumes, checked consumes, settlements and nested spends of one agen
   std::atomic<bool> started{false};
 
   std::vector<Event> events, other_events; // unsynchronised: observers of one agent never overlap
-  events.reserve(4 * n + 16);
+  events.reserve(4 * n + 2 * held_count);
   other_events.reserve(n + 16);
   std::atomic<bool> inside{false}, other_inside{false};
   std::atomic<int> overlaps{0};

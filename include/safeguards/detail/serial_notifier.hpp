@@ -124,8 +124,8 @@ private:
 
 // The monitored changes of one agent and their delivery, kept apart:
 //
-// - The *gate* covers a change itself: the balance read before, the ledger operation, the
-//   balance read after, and the event's place in line. Every monitored change of the agent
+// - The *gate* covers a change itself: the balance read before, the ledger operation and the
+//   event's place in line. Every monitored change of the agent
 //   passes through it, so events are made and queued in the order of the ledger changes, each
 //   with the numbers of its own change.
 // - The *turn* (an `OrderLock`) covers delivery: whoever holds it calls the observers, one event
