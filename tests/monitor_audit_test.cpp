@@ -1347,6 +1347,25 @@ TEST_CASE("MonitorOptions: a change reads the clock only when a monitor of its a
   CHECK(quiet_seen[4] == TimePoint{});
   CHECK(h.violations.seen.back().timestamp == at(7s));
 
+  // An event made unstamped and delivered after a monitor that reads timestamps joined (here:
+  // a settlement queued by the observer, which then registers one) is stamped when delivered.
+  std::optional<Coordinator::Reservation> pending = h.coord.reserve(a, 2_d);
+  std::optional<MonitorHandle> late;
+  std::vector<std::pair<UsageKind, TimePoint>> late_seen;
+  auto registrar = h.coord.add_monitor(
+      a,
+      [&](const Event& e) {
+        if (e.kind != UsageKind::consume || late)
+          return;
+        (void)pending->commit(2_d); // queued behind this event, made while nobody reads time
+        late = h.coord.add_monitor(
+            a, [&](const Event& seen) { late_seen.emplace_back(seen.kind, seen.timestamp); });
+      },
+      MonitorOptions{.reads_timestamp = false});
+  h.clock.set(at(8s));
+  h.coord.consume(a, 1_d);
+  CHECK(late_seen == std::vector<std::pair<UsageKind, TimePoint>>{{UsageKind::commit, at(8s)}});
+
   // Usage history reads the clock anyway, so its coordinator's events are stamped.
   ManualClock clock(at(9s));
   Coordinator with_history{CoordinatorOptions{.history_capacity = 4}, FixedAllocation{}, clock};
