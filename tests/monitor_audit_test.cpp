@@ -1308,3 +1308,72 @@ TEST_CASE("violations and audit records carry the agent's name", "[violation][au
   ManualViolation anonymous{a, ViolationType::LowBudget, AlertSeverity::Low, "m", {}, at(0s)};
   CHECK(fmt::format("{}", anonymous) == "[LOW] LOW_BUDGET agent-1 at 0.0s: m");
 }
+
+TEST_CASE("MonitorOptions: a change reads the clock only when a monitor of its agent reads "
+          "timestamps; violations are stamped either way",
+          "[monitor][timestamp]") {
+  Harness h;
+  h.clock.set(at(5s));
+  const AgentId a = h.agent("a", 100_d);
+  std::vector<TimePoint> quiet_seen, loud_seen;
+  auto quiet = h.coord.add_monitor(
+      a,
+      [&](const Event& e, const Reporter& r) {
+        quiet_seen.push_back(e.timestamp);
+        report_every_change(e, r);
+      },
+      MonitorOptions{.reads_timestamp = false});
+
+  h.coord.consume(a, 1_d);
+  CHECK(quiet_seen == std::vector<TimePoint>{TimePoint{}}); // the clock's epoch: not read
+  REQUIRE(h.violations.seen.size() == 1);
+  CHECK(h.violations.seen[0].timestamp == at(5s)); // read when the violation was reported
+
+  {
+    // A monitor that reads timestamps: every change of the agent is stamped, for both.
+    auto loud = h.coord.add_monitor(a, [&](const Event& e) { loud_seen.push_back(e.timestamp); });
+    h.clock.set(at(7s));
+    h.coord.consume(a, 1_d);
+    CHECK(quiet_seen.back() == at(7s));
+    CHECK(loud_seen == std::vector<TimePoint>{at(7s)});
+  }
+  // Gone again: settlements and consumes alike go unstamped.
+  auto r = h.coord.reserve(a, 2_d);
+  (void)r.commit(1_d);
+  h.coord.consume(a, 1_d);
+  REQUIRE(quiet_seen.size() == 5);
+  CHECK(quiet_seen[2] == TimePoint{});
+  CHECK(quiet_seen[3] == TimePoint{});
+  CHECK(quiet_seen[4] == TimePoint{});
+  CHECK(h.violations.seen.back().timestamp == at(7s));
+
+  // An event made unstamped and delivered after a monitor that reads timestamps joined (here:
+  // a settlement queued by the observer, which then registers one) is stamped when delivered.
+  std::optional<Coordinator::Reservation> pending = h.coord.reserve(a, 2_d);
+  std::optional<MonitorHandle> late;
+  std::vector<std::pair<UsageKind, TimePoint>> late_seen;
+  auto registrar = h.coord.add_monitor(
+      a,
+      [&](const Event& e) {
+        if (e.kind != UsageKind::consume || late)
+          return;
+        (void)pending->commit(2_d); // queued behind this event, made while nobody reads time
+        late = h.coord.add_monitor(
+            a, [&](const Event& seen) { late_seen.emplace_back(seen.kind, seen.timestamp); });
+      },
+      MonitorOptions{.reads_timestamp = false});
+  h.clock.set(at(8s));
+  h.coord.consume(a, 1_d);
+  CHECK(late_seen == std::vector<std::pair<UsageKind, TimePoint>>{{UsageKind::commit, at(8s)}});
+
+  // Usage history reads the clock anyway, so its coordinator's events are stamped.
+  ManualClock clock(at(9s));
+  Coordinator with_history{CoordinatorOptions{.history_capacity = 4}, FixedAllocation{}, clock};
+  const AgentId b = with_history.create_agent({.name = "b", .initial_budget = 10_d});
+  std::vector<TimePoint> seen;
+  auto watch = with_history.add_monitor(
+      b, [&](const Event& e) { seen.push_back(e.timestamp); },
+      MonitorOptions{.reads_timestamp = false});
+  with_history.consume(b, 1_d);
+  CHECK(seen == std::vector<TimePoint>{at(9s)});
+}

@@ -250,3 +250,180 @@ TEST_CASE("the history ring takes appends from several threads and never shows a
   CHECK(m.consumption_count == consumers * n);
   CHECK(coord.check_invariants().empty());
 }
+
+TEST_CASE("consumes, checked consumes, settlements and nested spends of one agent on several "
+          "threads: observers see every change once, one at a time, in ledger order",
+          "[monitor][concurrency][order]") {
+  // Tries to break the gate and the turn, which share one word: observed consumes take the turn
+  // with the gate, a check monitor that comes and goes sends consumes through `enter` (which
+  // sleeps while observers run), settlements queue behind whoever delivers, monitor lists are
+  // replaced and retired under the holder, and the observer itself spends from a second agent
+  // (taking a second turn while holding the first) and settles reservations of its own agent
+  // (queued behind the event it is handling). Workers only collect; the main thread checks.
+  const std::uint64_t n = ops();
+  BudgetCoordinator coord;
+  const AgentId agent = coord.create_agent({.name = "watched", .initial_budget = 1'000'000'000_d});
+  const AgentId other = coord.create_agent({.name = "other", .initial_budget = 1'000'000'000_d});
+  // Made below, settled by the observer; amounts above any a worker spends, increasing.
+  constexpr std::size_t held_count = 64;
+  constexpr std::int64_t held_base = 1'000'000'000;
+  std::vector<BudgetCoordinator::Reservation> held;
+  std::size_t next_held = 0;
+  std::atomic<bool> started{false};
+
+  std::vector<Event> events, other_events; // unsynchronised: observers of one agent never overlap
+  events.reserve(4 * n + 2 * held_count);
+  other_events.reserve(n + 16);
+  std::atomic<bool> inside{false}, other_inside{false};
+  std::atomic<int> overlaps{0};
+  std::vector<ConsumeStatus> nested; // written by the observer, one at a time
+  auto observer = coord.add_monitor(
+      agent,
+      [&](const Event& e) {
+        if (inside.exchange(true, std::memory_order_relaxed))
+          overlaps.fetch_add(1, std::memory_order_relaxed);
+        events.push_back(e);
+        if (events.size() % 16 == 0) // a second turn while holding this one
+          nested.push_back(coord.try_consume(other, Decimal::from_raw(1)).status());
+        if (started.load(std::memory_order_relaxed) && events.size() % 32 == 0 &&
+            next_held < held_count) { // its event is queued behind this one
+          auto& r = held[next_held++];
+          (void)r.commit(r.estimate());
+        }
+        if (events.size() % 64 == 0) // hold the turn a while: others queue, `enter` sleeps
+          std::this_thread::yield();
+        inside.store(false, std::memory_order_relaxed);
+      },
+      MonitorOptions{.reads_timestamp = false});
+  auto other_observer = coord.add_monitor(other, [&](const Event& e) {
+    if (other_inside.exchange(true, std::memory_order_relaxed))
+      overlaps.fetch_add(1, std::memory_order_relaxed);
+    other_events.push_back(e);
+    other_inside.store(false, std::memory_order_relaxed);
+  });
+
+  for (std::size_t i = 0; i < held_count; ++i)
+    held.push_back(
+        coord.reserve(agent, Decimal::from_raw(held_base + static_cast<std::int64_t>(i))));
+  started.store(true);
+
+  constexpr int workers = 3; // two consumers and one reserve-and-settle thread
+  std::atomic<int> working{workers};
+  std::vector<std::uint64_t> refused(workers, 0);
+  std::atomic<std::uint64_t> checks_run{0}, extra_seen{0};
+  on_threads(workers + 1, [&](int t) {
+    if (t == workers) { // a second observer comes and goes: lists replaced under the holder
+      while (working.load() != 0) {
+        auto extra = coord.add_monitor(
+            agent, [&](const Event&) { extra_seen.fetch_add(1, std::memory_order_relaxed); });
+        std::this_thread::yield();
+      }
+      return;
+    }
+    auto& my_refused = refused[static_cast<std::size_t>(t)];
+    MonitorHandle check;
+    for (std::uint64_t k = 0; k < n; ++k) {
+      // A veto check comes and goes: consumes alternate between taking the turn with the gate
+      // and waiting for it in `enter`.
+      if (t == 0 && k % 256 == 0) {
+        if (check.active())
+          check.reset();
+        else
+          check = coord.add_monitor(agent, [&](const Event&) {
+            checks_run.fetch_add(1, std::memory_order_relaxed);
+            return true;
+          });
+      }
+      // Amounts distinct across threads and increasing within one, as in the first test.
+      const Decimal amount = Decimal::from_raw(static_cast<std::int64_t>(k) * workers + t + 1);
+      if (t < 2) {
+        if (!coord.try_consume(agent, amount).ok())
+          ++my_refused;
+        continue;
+      }
+      auto r = coord.try_reserve(agent, amount);
+      if (!r.ok()) {
+        ++my_refused;
+        continue;
+      }
+      if (k % 2 == 0)
+        (void)r.commit(amount);
+      else
+        r.release();
+    }
+    check.reset();
+    working.fetch_sub(1);
+  });
+
+  REQUIRE(overlaps.load() == 0);
+  CHECK(checks_run.load() > 0);
+  for (std::uint64_t r : refused)
+    CHECK(r == 0); // the budget covers everything and checks never veto
+  // Every change once: two consumers' n consumes, n reserves, n settlements, and the observer's
+  // settlements of the reservations made before (whose events came first).
+  REQUIRE(next_held == held_count);
+  REQUIRE(events.size() == 4 * n + 2 * held_count);
+  const auto m = coord.agent_metrics(agent);
+  CHECK(events.front().remaining_before == 1'000'000'000_d);
+  CHECK(events.back().remaining_after == m.remaining_budget);
+  CHECK(events.back().used_after == m.used_budget);
+  std::size_t broken = 0, wrong = 0, out_of_order = 0;
+  std::vector<std::int64_t> last(workers, 0);
+  std::int64_t last_settled = 0, last_held = 0, last_held_settled = 0;
+  for (std::size_t k = 0; k < events.size(); ++k) {
+    const Event& e = events[k];
+    if (k + 1 < events.size() && (e.remaining_after != events[k + 1].remaining_before ||
+                                  e.used_after != events[k + 1].used_before))
+      ++broken;
+    // Each event's numbers are those of its own change.
+    const bool own = [&] {
+      switch (e.kind) {
+      case UsageKind::consume:
+        return e.remaining_after == e.remaining_before - e.amount &&
+               e.used_after == e.used_before + e.amount;
+      case UsageKind::reserve:
+        return e.remaining_after == e.remaining_before - e.amount && e.used_after == e.used_before;
+      case UsageKind::commit:
+        return e.remaining_after == e.remaining_before && e.used_after == e.used_before + e.amount;
+      case UsageKind::release:
+        return e.remaining_after == e.remaining_before + e.amount && e.used_after == e.used_before;
+      }
+      return false;
+    }();
+    if (!own)
+      ++wrong;
+    // Per thread, in program order: consumes and reserves by their amounts, settlements too.
+    const std::int64_t raw = e.amount.raw();
+    if (raw >= held_base) { // the observer's: reserved in order, settled in order
+      auto& previous = e.kind == UsageKind::reserve ? last_held : last_held_settled;
+      if (raw <= previous)
+        ++out_of_order;
+      previous = raw;
+      continue;
+    }
+    if (e.kind == UsageKind::commit || e.kind == UsageKind::release) {
+      if (raw <= last_settled)
+        ++out_of_order;
+      last_settled = raw;
+      continue;
+    }
+    auto& previous = last[static_cast<std::size_t>((raw - 1) % workers)];
+    if (raw <= previous)
+      ++out_of_order;
+    previous = raw;
+  }
+  CHECK(broken == 0);
+  CHECK(wrong == 0);
+  CHECK(out_of_order == 0);
+
+  // The nested spends from the second agent: all made, each seen once and chained.
+  CHECK(std::count(nested.begin(), nested.end(), ConsumeStatus::ok) ==
+        static_cast<std::ptrdiff_t>(nested.size()));
+  REQUIRE(other_events.size() == nested.size());
+  std::size_t other_broken = 0;
+  for (std::size_t k = 0; k + 1 < other_events.size(); ++k)
+    if (other_events[k].remaining_after != other_events[k + 1].remaining_before)
+      ++other_broken;
+  CHECK(other_broken == 0);
+  CHECK(coord.check_invariants().empty());
+}

@@ -67,16 +67,27 @@ template <class TimePoint>
 class BasicViolationReporter {
 public:
   using Deliver = std::function<void(BasicViolation<TimePoint>&&)>;
+  /// Reads a clock (`clock` is what the reporter was given) when a violation is reported.
+  using ReadClock = TimePoint (*)(const void* clock) noexcept;
 
   /// `agent_name` must outlive the reporter (the coordinator passes the agent's own name).
   BasicViolationReporter(const Deliver& deliver, AgentId agent, std::string_view agent_name,
                          TimePoint now)
       : deliver_(deliver), agent_(agent), agent_name_(agent_name), now_(now) {}
 
+  /// A reporter for an event that carries no timestamp: a violation is stamped with
+  /// `read_clock(clock)` when it is reported, so events nobody reports on read no clock.
+  /// `clock` must outlive the reporter.
+  BasicViolationReporter(const Deliver& deliver, AgentId agent, std::string_view agent_name,
+                         ReadClock read_clock, const void* clock)
+      : deliver_(deliver), agent_(agent), agent_name_(agent_name), read_clock_(read_clock),
+        clock_(clock) {}
+
   void report(ViolationType type, AlertSeverity severity, std::string message,
               std::map<std::string, std::string> details = {}) const {
     deliver_(BasicViolation<TimePoint>{agent_, type, severity, std::move(message),
-                                       std::move(details), now_, std::string(agent_name_)});
+                                       std::move(details), read_clock_ ? read_clock_(clock_) : now_,
+                                       std::string(agent_name_)});
   }
 
   AgentId agent() const noexcept { return agent_; }
@@ -86,7 +97,30 @@ private:
   const Deliver& deliver_;
   AgentId agent_;
   std::string_view agent_name_;
-  TimePoint now_;
+  TimePoint now_{};
+  ReadClock read_clock_ = nullptr;
+  const void* clock_ = nullptr;
+};
+
+/// How `add_monitor` registers a monitor. The defaults are what `add_monitor` without options
+/// does.
+///
+/// **Example**
+/// ```
+/// // Counts spending; never looks at `e.timestamp`, so consumes on `agent` read no clock
+/// // (unless another monitor of the agent, or the usage history, needs one).
+/// auto tally = coord.add_monitor(
+///     agent, [&](const BudgetCoordinator::UsageEvent& e) { spent += e.amount; },
+///     MonitorOptions{.reads_timestamp = false});
+/// ```
+struct MonitorOptions {
+  /// False for a monitor that never reads `UsageEvent::timestamp`. Reading the clock is most of
+  /// what an observed consume costs (`system_clock::now()` is tens of nanoseconds on some
+  /// machines), so a change is stamped only when some monitor of its agent reads the timestamp
+  /// or the coordinator keeps usage history; otherwise its event carries `TimePoint{}` (the
+  /// clock's epoch). Violations such a monitor reports are still stamped, with the time they
+  /// are reported.
+  bool reads_timestamp = true;
 };
 
 /// Something that can watch an agent's balance. Four shapes are accepted:
@@ -172,6 +206,7 @@ template <class Event, class Reporter>
 struct MonitorEntry {
   std::function<bool(const Event&, Reporter&)> check;
   std::function<void(const Event&, Reporter&)> observe;
+  bool reads_timestamp = true; // MonitorOptions::reads_timestamp
   mutable std::atomic<bool> active{true};
 
   bool is_active() const noexcept { return active.load(std::memory_order_acquire); }
@@ -179,9 +214,11 @@ struct MonitorEntry {
 };
 
 template <class Event, class Reporter, class M>
-std::shared_ptr<const MonitorEntry<Event, Reporter>> make_monitor_entry(M monitor) {
+std::shared_ptr<const MonitorEntry<Event, Reporter>>
+make_monitor_entry(M monitor, MonitorOptions options = {}) {
   auto shared = std::make_shared<M>(std::move(monitor));
   auto entry = std::make_shared<MonitorEntry<Event, Reporter>>();
+  entry->reads_timestamp = options.reads_timestamp;
   constexpr bool has_check = requires(M & m, const Event& e, Reporter& r) {
     m.check(e, r);
   };

@@ -6,6 +6,9 @@
 //   coordinator/try_consume_one_agent 2 threads on one agent
 //   coordinator/try_consume_two_agents 2 threads, one agent each
 //   coordinator/try_consume_observer  one observer monitor registered on the agent
+//   coordinator/try_consume_observer_no_timestamp
+//                                     the same, registered with
+//                                     MonitorOptions{.reads_timestamp = false}: no clock read
 //   coordinator/reserve_commit        try_reserve + commit (refunding part of the estimate);
 //                                     also 2 threads, one agent each
 //   coordinator/try_consume_history   CoordinatorOptions{.history_capacity = 64}
@@ -110,6 +113,18 @@ void try_consume_observer(benchmark::State& state) {
   benchmark::DoNotOptimize(seen);
 }
 BENCHMARK(try_consume_observer)->Name("coordinator/try_consume_observer");
+
+// The same observer registered with `MonitorOptions{.reads_timestamp = false}`: no clock read.
+void try_consume_observer_no_timestamp(benchmark::State& state) {
+  static Setup s({}, 1);
+  static std::uint64_t seen = 0; // observers of one agent run one at a time
+  static MonitorHandle handle = s.coord.add_monitor(
+      s.agents[0], [](const BudgetCoordinator::UsageEvent&) { ++seen; },
+      MonitorOptions{.reads_timestamp = false});
+  consume_loop(state, s.coord, s.agents[0]);
+  benchmark::DoNotOptimize(seen);
+}
+BENCHMARK(try_consume_observer_no_timestamp)->Name("coordinator/try_consume_observer_no_timestamp");
 
 void reserve_commit(benchmark::State& state) {
   auto& s = plain();

@@ -28,6 +28,14 @@ struct MonitorList {
       n += e->check ? 1U : 0U;
     return n;
   }
+
+  // How many of them read events' timestamps.
+  std::uint32_t stamps() const noexcept {
+    std::uint32_t n = 0;
+    for (const auto& e : entries)
+      n += e->reads_timestamp ? 1U : 0U;
+    return n;
+  }
 };
 
 // The coordinator's registrations: a monitor watches one agent, every agent of a pool (present

@@ -14,6 +14,15 @@ namespace safeguards {
 inline namespace v1 {
 namespace detail {
 
+// A change's event as it waits for delivery: `stamped` is false when no monitor of the agent
+// read timestamps when the change was made (see `MonitorOptions::reads_timestamp`), so that one
+// registered meanwhile gets its timestamp read at delivery instead of the clock's epoch.
+template <class Event>
+struct StampedEvent {
+  Event event;
+  bool stamped = false;
+};
+
 // The monitored machinery of one agent: its turn, its monitor list and its usage history. An
 // agent with no monitor and no history never has one, so it costs one pointer.
 template <class Event, class Entry, class Amount, class TimePoint>
@@ -21,7 +30,7 @@ struct MonitoredAgent {
   using List = MonitorList<Entry>;
   explicit MonitoredAgent(std::size_t history_capacity) : history(history_capacity) {}
 
-  SerialNotifier<Event, List> turn;
+  SerialNotifier<StampedEvent<Event>, List> turn;
   UsageHistory<Amount, TimePoint> history;
 };
 

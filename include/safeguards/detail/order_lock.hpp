@@ -26,8 +26,14 @@ namespace detail {
 // backs out and the others go on. Threads of different coordinators share the graph, since a
 // monitor may spend through another coordinator just as well.
 //
-// Cost: an uncontended lock is a mutex lock plus one relaxed store; the graph is only touched by
-// a thread that already holds a lock and finds the next one taken.
+// The lock itself lives elsewhere: `lock` takes any `Mutex` with `lock()` and `try_lock()`, and
+// the owner releases it by its own means after `disown()` (`SerialNotifier` keeps the turn in one
+// word with its gate, so that taking both, or giving the turn up when nothing is queued, is one
+// locked instruction). What this class keeps is who owns it and how many this thread holds.
+//
+// Cost: taking or giving it up adds one relaxed store and a thread-local count to the mutex's
+// own; the graph is only touched by a thread that already holds a lock and finds the next one
+// taken.
 class OrderLock {
 public:
   enum class Result {
@@ -40,16 +46,20 @@ public:
   OrderLock(const OrderLock&) = delete;
   OrderLock& operator=(const OrderLock&) = delete;
 
-  Result lock() noexcept {
+  /// Takes `mutex` (which this lock stands for), blocking unless that would close a cycle.
+  template <class Mutex>
+  Result lock(Mutex& mutex) noexcept {
     if (held_by_this_thread())
       return Result::reentrant;
     if (held_count() == 0) {
-      mutex_.lock();
-      acquired();
+      mutex.lock();
+      adopt();
       return Result::locked;
     }
-    if (try_lock())
+    if (mutex.try_lock()) {
+      adopt();
       return Result::locked;
+    }
     auto& graph = waits();
     {
       std::lock_guard guard(graph.mutex);
@@ -61,7 +71,7 @@ public:
         return Result::would_deadlock;
       }
     }
-    mutex_.lock();
+    mutex.lock();
     {
       // Owning and no longer waiting become visible to checkers in one step.
       std::lock_guard guard(graph.mutex);
@@ -72,27 +82,22 @@ public:
     return Result::locked;
   }
 
-  bool try_lock() noexcept {
-    if (!mutex_.try_lock())
-      return false;
-    acquired();
-    return true;
+  /// This thread has just taken the mutex (by other means than `lock`).
+  void adopt() noexcept {
+    owner_.store(self(), std::memory_order_relaxed);
+    ++held_count();
   }
 
-  void unlock() noexcept {
+  /// This thread is about to give the mutex up; `adopt` again if it ends up keeping it.
+  void disown() noexcept {
     owner_.store(nullptr, std::memory_order_relaxed);
     --held_count();
-    mutex_.unlock();
   }
 
   // Only the owner ever stores its own token, so a relaxed load cannot see it spuriously.
   bool held_by_this_thread() const noexcept {
     return owner_.load(std::memory_order_relaxed) == self();
   }
-
-  /// True while some thread holds it. Stale at once unless the caller excludes the owner's
-  /// changes otherwise (see `SerialNotifier::replace`).
-  bool held() const noexcept { return owner_.load(std::memory_order_relaxed) != nullptr; }
 
   /// True while this thread holds any `OrderLock` (it is running some agent's monitors).
   static bool this_thread_holds_any() noexcept { return held_count() != 0; }
@@ -123,16 +128,11 @@ private:
     return count;
   }
 
-  // The owner's token is stored after `mutex_` is taken. A checker may miss an owner that has
-  // just locked and not yet stored, but such a thread is not waiting yet; when it later waits it
-  // joins the graph under the graph's mutex, after its store, and sees the cycle itself.
-  void acquired() noexcept {
-    owner_.store(self(), std::memory_order_relaxed);
-    ++held_count();
-  }
-
   // Follows owner -> what the owner waits for -> its owner ... under the graph's mutex. Bounded:
   // a stale edge (a waiter that has just acquired and not yet erased itself) cannot loop us.
+  // The owner's token is stored after the mutex is taken: a checker may miss an owner that has
+  // just locked and not yet stored, but such a thread is not waiting yet; when it later waits it
+  // joins the graph under the graph's mutex, after its store, and sees the cycle itself.
   bool closes_cycle(const Graph& graph) const noexcept {
     const OrderLock* current = this;
     for (std::size_t steps = 0; steps <= graph.edges.size(); ++steps) {
@@ -150,7 +150,6 @@ private:
     return false;
   }
 
-  std::mutex mutex_;
   std::atomic<Token> owner_{nullptr};
 };
 
