@@ -1377,3 +1377,32 @@ TEST_CASE("MonitorOptions: a change reads the clock only when a monitor of its a
   with_history.consume(b, 1_d);
   CHECK(seen == std::vector<TimePoint>{at(9s)});
 }
+
+TEST_CASE("the built-in monitors read no clock for their events, and their violations are "
+          "stamped when reported",
+          "[monitor][timestamp]") {
+  static_assert(!LowBudgetAlert::reads_timestamp && !HighUsageWarning::reads_timestamp &&
+                !SpendingLimit<Decimal>::reads_timestamp);
+  Harness h;
+  h.clock.set(at(5s));
+  const AgentId a = h.agent("a", 100_d);
+  std::vector<TimePoint> seen;
+  // Only events of the agent nobody else asks a timestamp for: this observer says so too.
+  auto tally = h.coord.add_monitor(
+      a, [&](const Event& e) { seen.push_back(e.timestamp); },
+      MonitorOptions{.reads_timestamp = false});
+  auto low = h.coord.add_monitor(a, LowBudgetAlert{.percent = 50});
+  auto high = h.coord.add_monitor(a, HighUsageWarning{.percent = 50});
+  auto limit = h.coord.add_monitor(a, SpendingLimit<Decimal>{80_d});
+  h.clock.set(at(6s));
+  h.coord.consume(a, 60_d); // crosses both lines
+  CHECK(h.coord.try_consume(a, 30_d).status() == ConsumeStatus::denied_by_monitor);
+  CHECK(seen == std::vector<TimePoint>{TimePoint{}});
+  REQUIRE(h.violations.seen.size() == 3); // low budget, high usage, the limit
+  for (const auto& v : h.violations.seen)
+    CHECK(v.timestamp == at(6s));
+  // A type's own opt-out wins over options asking for timestamps.
+  auto again = h.coord.add_monitor(a, LowBudgetAlert{}, MonitorOptions{.reads_timestamp = true});
+  h.coord.consume(a, 1_d);
+  CHECK(seen.back() == TimePoint{});
+}

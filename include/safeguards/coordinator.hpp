@@ -1493,8 +1493,10 @@ private:
       break;
     }
     LeaveTurn leave{*this, a, m};
-    // Checks get a timestamp whatever their options say: a veto is rare enough to afford it.
-    const auto now = clock_.now();
+    // Stamped as an observed change is: only when a monitor of the agent reads timestamps (the
+    // built-in SpendingLimit does not), its violations stamped when reported otherwise.
+    const bool stamp = stamps(m);
+    const auto now = stamp_if(stamp);
     const auto before = ledger_.balance(a.account);
     if (!ledger_.is_open(a.account))
       return ConsumeStatus::unknown_agent;
@@ -1502,7 +1504,7 @@ private:
       return ConsumeStatus::insufficient;
     // Valid until the turn is given up, even if the list is replaced meanwhile.
     if (const MonitorList* list = m.turn.list(); list && m.turn.checks() != 0) {
-      const auto reporter = reporter_for(a, now);
+      const auto reporter = stamp ? reporter_for(a, now) : unstamped_reporter_for(a);
       const auto event =
           make_event(a, kind, amount, before, would_leave(before, kind, amount), now);
       for (const auto& entry : list->entries)
@@ -1512,7 +1514,7 @@ private:
     }
     // A check may have settled or released a reservation: the debit re-checks the balance
     // itself, and the event is read afresh and delivered after the changes the checks made.
-    return change_and_deliver(a, m, kind, amount, now, true, Turn::Route::holder);
+    return change_and_deliver(a, m, kind, amount, now, stamp, Turn::Route::holder);
   }
 
   // Settles (part of) a reservation; called by Reservation.

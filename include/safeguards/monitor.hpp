@@ -120,8 +120,24 @@ struct MonitorOptions {
   /// or the coordinator keeps usage history; otherwise its event carries `TimePoint{}` (the
   /// clock's epoch). Violations such a monitor reports are still stamped, with the time they
   /// are reported.
+  ///
+  /// A monitor type can say it once for every registration with a member
+  /// `static constexpr bool reads_timestamp = false;` (the built-in `LowBudgetAlert`,
+  /// `HighUsageWarning` and `SpendingLimit` do); a registration then never asks for timestamps,
+  /// whatever its options say.
   bool reads_timestamp = true;
 };
+
+namespace detail {
+// A monitor type's own `reads_timestamp`, when it declares one; true otherwise.
+template <class M>
+constexpr bool type_reads_timestamp() noexcept {
+  if constexpr (requires { M::reads_timestamp; })
+    return static_cast<bool>(M::reads_timestamp);
+  else
+    return true;
+}
+} // namespace detail
 
 /// Something that can watch an agent's balance. Four shapes are accepted:
 /// - a class with `bool check(const Event&, Reporter&)` (a veto: false stops the change before
@@ -218,7 +234,7 @@ std::shared_ptr<const MonitorEntry<Event, Reporter>>
 make_monitor_entry(M monitor, MonitorOptions options = {}) {
   auto shared = std::make_shared<M>(std::move(monitor));
   auto entry = std::make_shared<MonitorEntry<Event, Reporter>>();
-  entry->reads_timestamp = options.reads_timestamp;
+  entry->reads_timestamp = options.reads_timestamp && detail::type_reads_timestamp<M>();
   constexpr bool has_check = requires(M & m, const Event& e, Reporter& r) {
     m.check(e, r);
   };
@@ -283,6 +299,9 @@ class SpendingLimit {
   using traits = amount_traits<Amount>;
 
 public:
+  /// Its checks read no timestamp (a violation is stamped when it is reported).
+  static constexpr bool reads_timestamp = false;
+
   /// Throws `InvalidArgument` for a negative or non-finite limit.
   explicit SpendingLimit(Amount limit, AlertSeverity severity = AlertSeverity::Medium)
       : limit_(std::move(limit)), severity_(severity), state_(std::make_shared<State>()) {
@@ -361,6 +380,7 @@ private:
 /// or below `percent` % of its allocation. It fires on the crossing only, so an agent that
 /// stays low is reported once, and again only after its budget has recovered above the line.
 struct LowBudgetAlert {
+  static constexpr bool reads_timestamp = false; // a violation is stamped when reported
   Percent percent = 15;
   AlertSeverity severity = AlertSeverity::Medium;
 
@@ -377,6 +397,7 @@ struct LowBudgetAlert {
 /// The guide's high-usage warning: reports `HighUsage` when an agent's used budget rises above
 /// `percent` % of its allocation, on the crossing only.
 struct HighUsageWarning {
+  static constexpr bool reads_timestamp = false; // a violation is stamped when reported
   Percent percent = 80;
   AlertSeverity severity = AlertSeverity::Low;
 
