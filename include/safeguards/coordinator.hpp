@@ -170,10 +170,12 @@ public:
     detail::validate_name(spec.name, "agent");
     detail::validate_priority(spec.priority, spec.name);
     detail::validate_non_negative(spec.initial_budget, "initial_budget of agent", spec.name);
-    // Allocated up front, so that nothing can fail once the agent is visible.
-    std::list<BudgetChange> record(1);
-    record.front().reason = "agent created";
-    record.front().agent_name = spec.name;
+    // Allocated up front, so that nothing can fail once the agent is visible; only when an audit
+    // sink may see it (creating a million agents paid a node, two strings and three trips
+    // through the delivery queue's mutex for records nobody received).
+    std::list<BudgetChange> record;
+    if (!audit_sinks_.empty())
+      record = creation_record(spec.name);
     // With history on, every agent has its ring; made here, unlocked.
     std::unique_ptr<Monitored> monitored;
     if (options_.history_capacity != 0)
@@ -181,6 +183,10 @@ public:
     AgentId id;
     {
       std::unique_lock lock(mutex_);
+      // A sink added since the check above sees this change: every change whose lock section
+      // starts after a sink's `add_audit_sink` returned reaches it.
+      if (record.empty() && !audit_sinks_.empty())
+        record = creation_record(spec.name);
       if (find_agent_locked(spec.name))
         throw DuplicateName(
             fmt::format("safeguards: an agent named \"{}\" already exists", spec.name));
@@ -259,9 +265,14 @@ public:
       }
       pool->unallocated = traits::sub(pool->unallocated, spec.initial_budget);
       pool->agents.push_back(id); // capacity reserved above
+      if (record.empty()) {
+        ++last_sequence_; // the change keeps its number, though no sink sees it
+        return id;
+      }
       fill_change_locked(record.front(), a, zero(), spec.initial_budget, a.created);
       audit_queue_.push(record);
     }
+    // Only a caller that pushed a record need deliver: whoever pushed the others delivers them.
     deliver_audit();
     return id;
   }
@@ -1270,6 +1281,13 @@ private:
     }
     m.consumption_rate = per_second(m.used_budget, p.created, now);
     return m;
+  }
+
+  static std::list<BudgetChange> creation_record(const std::string& name) {
+    std::list<BudgetChange> record(1);
+    record.front().reason = "agent created";
+    record.front().agent_name = name;
+    return record;
   }
 
   // Fills a record whose strings were allocated before the change was made, and stamps the next

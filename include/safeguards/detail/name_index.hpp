@@ -2,11 +2,13 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <algorithm>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <safeguards/detail/huge_pages.hpp>
 #include <stdexcept>
 #include <string_view>
 
@@ -112,7 +114,10 @@ private:
 
   void grow() {
     const std::size_t capacity = capacity_ == 0 ? 16 : 2 * capacity_;
-    auto slots = std::make_unique<std::uint64_t[]>(capacity); // zeroed: all empty
+    // Not zeroed by the allocation: advised first, so that the zeroing faults huge pages in.
+    auto slots = std::unique_ptr<std::uint64_t[]>(new std::uint64_t[capacity]);
+    advise_huge_pages(slots.get(), capacity * sizeof(std::uint64_t));
+    std::fill_n(slots.get(), capacity, std::uint64_t{0}); // all empty
     auto old = std::move(slots_);
     const std::size_t old_capacity = capacity_;
     slots_ = std::move(slots);
