@@ -180,6 +180,7 @@ public:
     std::unique_ptr<Monitored> monitored;
     if (options_.history_capacity != 0)
       monitored = std::make_unique<Monitored>(options_.history_capacity);
+    const std::uint32_t name_hash = detail::NameIndex::hash(spec.name); // for check and insert
     AgentId id;
     {
       std::unique_lock lock(mutex_);
@@ -187,7 +188,7 @@ public:
       // starts after a sink's `add_audit_sink` returned reaches it.
       if (record.empty() && !audit_sinks_.empty())
         record = creation_record(spec.name);
-      if (find_agent_locked(spec.name))
+      if (find_agent_locked(spec.name, name_hash))
         throw DuplicateName(
             fmt::format("safeguards: an agent named \"{}\" already exists", spec.name));
       PoolState* pool = nullptr;
@@ -250,7 +251,7 @@ public:
         // `size() + 1` made creating a million agents in one pool quadratic (minutes, not seconds).
         if (pool->agents.size() == pool->agents.capacity())
           pool->agents.reserve(std::max<std::size_t>(16, 2 * pool->agents.capacity()));
-        agent_names_.insert(a.name, id.value());
+        agent_names_.insert(name_hash, id.value());
         named = true;
         table_.publish(id.value(), &a); // the last step: from here on the hot path sees it
       } catch (...) {
@@ -1214,8 +1215,14 @@ private:
   }
 
   std::optional<AgentId> find_agent_locked(std::string_view name) const noexcept {
-    const std::uint64_t id = agent_names_.find(
-        name, [this](std::uint64_t i) -> const std::string& { return agents_[i - 1].name; });
+    return find_agent_locked(name, detail::NameIndex::hash(name));
+  }
+  std::optional<AgentId> find_agent_locked(std::string_view name,
+                                           std::uint32_t name_hash) const noexcept {
+    const std::uint64_t id =
+        agent_names_.find(name, name_hash, [this](std::uint64_t i) -> const std::string& {
+          return agents_[i - 1].name;
+        });
     return id == 0 ? std::nullopt : std::optional(AgentId(id));
   }
 

@@ -33,12 +33,24 @@ public:
 
   std::size_t size() const noexcept { return count_; }
 
+  /// What `find` and `insert` position `name` by: a caller computes it once, before taking the
+  /// lock, for the duplicate check and the insert.
+  static std::uint32_t hash(std::string_view name) noexcept {
+    const std::uint64_t h = std::hash<std::string_view>{}(name);
+    return static_cast<std::uint32_t>(h ^ (h >> 32));
+  }
+
   /// The id of `name`, or 0. `name_of(id)` gives the name of an id in the index.
   template <class NameOf>
   std::uint64_t find(std::string_view name, const NameOf& name_of) const noexcept {
+    return find(name, hash(name), name_of);
+  }
+
+  /// The same, with `h == hash(name)`.
+  template <class NameOf>
+  std::uint64_t find(std::string_view name, std::uint32_t h, const NameOf& name_of) const noexcept {
     if (count_ == 0)
       return 0;
-    const std::uint32_t h = hash(name);
     for (std::size_t pos = home(h);; pos = (pos + 1) & mask()) {
       const std::uint64_t e = slots_[pos];
       if (e == 0)
@@ -50,12 +62,15 @@ public:
 
   /// Adds `name` (which must not be there yet) for `id`. Throws `std::length_error` for an id
   /// beyond 2^32 - 1, or `std::bad_alloc`; then nothing changed.
-  void insert(std::string_view name, std::uint64_t id) {
+  void insert(std::string_view name, std::uint64_t id) { insert(hash(name), id); }
+
+  /// The same, with `h == hash(name)`.
+  void insert(std::uint32_t h, std::uint64_t id) {
     if (id == 0 || id > 0xffff'ffffu)
       throw std::length_error("safeguards: too many agents for the name index");
     if (4 * (count_ + 1) > 3 * capacity_)
       grow();
-    place(entry(hash(name), id));
+    place(entry(h, id));
     ++count_;
   }
 
@@ -87,10 +102,6 @@ public:
   }
 
 private:
-  static std::uint32_t hash(std::string_view name) noexcept {
-    const std::uint64_t h = std::hash<std::string_view>{}(name);
-    return static_cast<std::uint32_t>(h ^ (h >> 32));
-  }
   static std::uint64_t entry(std::uint32_t h, std::uint64_t id) noexcept {
     return (std::uint64_t{h} << 32) | id;
   }
