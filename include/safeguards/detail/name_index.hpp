@@ -40,6 +40,17 @@ public:
     return static_cast<std::uint32_t>(h ^ (h >> 32));
   }
 
+  /// Starts loading the entry a name of hash `h` is probed from, so that a caller can overlap
+  /// the cache miss with other work before it calls `find` or `insert`.
+  void prefetch(std::uint32_t h) const noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+    if (capacity_ != 0)
+      __builtin_prefetch(&slots_[home(h)]);
+#else
+    (void)h;
+#endif
+  }
+
   /// The id of `name`, or 0. `name_of(id)` gives the name of an id in the index.
   template <class NameOf>
   std::uint64_t find(std::string_view name, const NameOf& name_of) const noexcept {
@@ -62,7 +73,9 @@ public:
 
   /// Adds `name` (which must not be there yet) for `id`. Throws `std::length_error` for an id
   /// beyond 2^32 - 1, or `std::bad_alloc`; then nothing changed.
-  void insert(std::string_view name, std::uint64_t id) { insert(hash(name), id); }
+  void insert(std::string_view name, std::uint64_t id) {
+    insert(hash(name), id);
+  }
 
   /// The same, with `h == hash(name)`.
   void insert(std::uint32_t h, std::uint64_t id) {
@@ -108,9 +121,13 @@ private:
   static std::uint32_t hash_of(std::uint64_t e) noexcept {
     return static_cast<std::uint32_t>(e >> 32);
   }
-  static std::uint64_t id_of(std::uint64_t e) noexcept { return e & 0xffff'ffffu; }
+  static std::uint64_t id_of(std::uint64_t e) noexcept {
+    return e & 0xffff'ffffu;
+  }
 
-  std::size_t mask() const noexcept { return capacity_ - 1; }
+  std::size_t mask() const noexcept {
+    return capacity_ - 1;
+  }
   // The top bits of the hash: growing spreads each run of entries over twice the room in order.
   std::size_t home(std::uint32_t h) const noexcept {
     return static_cast<std::size_t>((std::uint64_t{h} << 32) >> (64 - bits_));
