@@ -16,6 +16,13 @@ namespace safeguards {
 inline namespace v1 {
 namespace detail {
 
+// Starts loading the cache line at `p` (a hint: nothing where the compiler has no builtin).
+inline void prefetch_line([[maybe_unused]] const void* p) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(p);
+#endif
+}
+
 // An open-addressing table of 8-byte entries, {32-bit hash of the name, 32-bit id}, with linear
 // probing and at most 3/4 full. The names stay where they already are (in the agents): a lookup
 // compares one only when the hash matches. A std::unordered_map<std::string, id> kept a second
@@ -43,12 +50,8 @@ public:
   /// Starts loading the entry a name of hash `h` is probed from, so that a caller can overlap
   /// the cache miss with other work before it calls `find` or `insert`.
   void prefetch(std::uint32_t h) const noexcept {
-#if defined(__GNUC__) || defined(__clang__)
     if (capacity_ != 0)
-      __builtin_prefetch(&slots_[home(h)]);
-#else
-    (void)h;
-#endif
+      prefetch_line(&slots_[home(h)]);
   }
 
   /// The id of `name`, or 0. `name_of(id)` gives the name of an id in the index.
@@ -73,9 +76,7 @@ public:
 
   /// Adds `name` (which must not be there yet) for `id`. Throws `std::length_error` for an id
   /// beyond 2^32 - 1, or `std::bad_alloc`; then nothing changed.
-  void insert(std::string_view name, std::uint64_t id) {
-    insert(hash(name), id);
-  }
+  void insert(std::string_view name, std::uint64_t id) { insert(hash(name), id); }
 
   /// The same, with `h == hash(name)`.
   void insert(std::uint32_t h, std::uint64_t id) {
@@ -121,13 +122,9 @@ private:
   static std::uint32_t hash_of(std::uint64_t e) noexcept {
     return static_cast<std::uint32_t>(e >> 32);
   }
-  static std::uint64_t id_of(std::uint64_t e) noexcept {
-    return e & 0xffff'ffffu;
-  }
+  static std::uint64_t id_of(std::uint64_t e) noexcept { return e & 0xffff'ffffu; }
 
-  std::size_t mask() const noexcept {
-    return capacity_ - 1;
-  }
+  std::size_t mask() const noexcept { return capacity_ - 1; }
   // The top bits of the hash: growing spreads each run of entries over twice the room in order.
   std::size_t home(std::uint32_t h) const noexcept {
     return static_cast<std::size_t>((std::uint64_t{h} << 32) >> (64 - bits_));
