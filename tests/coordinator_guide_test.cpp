@@ -167,6 +167,18 @@ TEST_CASE("management errors name what is wrong and change nothing", "[coordinat
     CHECK_THROWS_WITH(coord.create_agent({.name = "a", .initial_budget = 1_d, .pool = pool}),
                       Contains("\"a\""));
     CHECK_THROWS_AS(coord.create_pool({.name = "p", .initial_budget = 1_d}), DuplicateName);
+    // The name is checked after the agent's record is filled in: nothing of it stays behind.
+    CHECK_THROWS_AS(
+        coord.create_agent(
+            {.name = "a", .initial_budget = 1_d, .pool = pool, .metadata = {{"team", "sre"}}}),
+        DuplicateName);
+    CHECK(coord.agents() == std::vector<AgentId>{a});
+    CHECK(coord.pool_metrics(pool).remaining_budget == 100_d);
+    CHECK(coord.check_invariants().empty());
+    const AgentId b = coord.create_agent({.name = "b", .initial_budget = 1_d, .pool = pool});
+    CHECK(b == AgentId(a.value() + 1));
+    CHECK(coord.find_agent("a") == a);
+    CHECK(coord.find_agent("b") == b);
   }
   SECTION("a pool that cannot cover the budget") {
     CHECK_THROWS_AS(coord.create_agent({.name = "b", .initial_budget = 41_d, .pool = pool}),

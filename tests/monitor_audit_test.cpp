@@ -1083,6 +1083,37 @@ TEST_CASE("create, update, transfer and remove each emit their BudgetChange reco
   CHECK(coord.check_invariants().empty());
 }
 
+TEST_CASE("changes made while no audit sink is registered keep their sequence numbers", "[audit]") {
+  ManualClock clock;
+  Coordinator coord(CoordinatorOptions{}, FixedAllocation{}, clock);
+  PoolId p = coord.create_pool({.name = "p", .initial_budget = 1000_d});
+  (void)coord.create_agent({.name = "a", .initial_budget = 10_d, .pool = p}); // 1, unseen
+  (void)coord.create_agent({.name = "b", .initial_budget = 10_d, .pool = p}); // 2, unseen
+  std::vector<ManualChange> seen;
+  {
+    auto sink = coord.add_audit_sink([&](const ManualChange& c) { seen.push_back(c); });
+    clock.advance(5s);
+    AgentId c = coord.create_agent({.name = "c", .initial_budget = 20_d, .priority = 4, .pool = p});
+    REQUIRE(seen.size() == 1); // the creation after the sink came, whole
+    CHECK(seen[0].sequence == 3);
+    CHECK(seen[0].agent == c);
+    CHECK(seen[0].agent_name == "c");
+    CHECK(seen[0].reason == "agent created");
+    CHECK(seen[0].priority == 4);
+    CHECK(seen[0].old_budget == 0_d);
+    CHECK(seen[0].new_budget == 20_d);
+    CHECK(seen[0].delta == 20_d);
+    CHECK(seen[0].timestamp == clock.now());
+  }
+  (void)coord.create_agent({.name = "d", .initial_budget = 10_d, .pool = p}); // 4, unseen
+  auto again = coord.add_audit_sink([&](const ManualChange& c) { seen.push_back(c); });
+  (void)coord.create_agent({.name = "e", .initial_budget = 10_d, .pool = p});
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[1].sequence == 5);
+  CHECK(seen[1].agent_name == "e");
+  CHECK(coord.check_invariants().empty());
+}
+
 TEST_CASE("audit sinks: several, unregistering, throwing, calling back into the coordinator",
           "[audit][sink]") {
   ManualClock clock;

@@ -210,3 +210,54 @@ TEST_CASE("audit sinks see records one at a time, in the order the changes were 
   }
   CHECK(coord.check_invariants().empty());
 }
+
+TEST_CASE("an audit sink added while agents are being created sees every later creation, whole",
+          "[audit][order][concurrency]") {
+  BudgetCoordinator coord;
+  PoolId pool = coord.create_pool({.name = "p", .initial_budget = 100'000_d});
+  std::mutex seen_mutex; // the sink runs on the creating thread, read on this one
+  std::vector<Change> seen;
+  std::atomic<bool> added{false};
+  std::atomic<int> created{0};
+  std::vector<char> after_add; // written by the creating thread only, read after the join
+  // Creates agents until 500 of them began after the sink was added.
+  std::thread creator([&] {
+    for (int since = 0; since < 500;) {
+      const bool after = added.load();
+      after_add.push_back(after ? 1 : 0);
+      (void)coord.create_agent({.name = "agent-" + std::to_string(after_add.size() - 1),
+                                .initial_budget = 1_d,
+                                .pool = pool});
+      created.fetch_add(1);
+      if (after)
+        ++since;
+    }
+  });
+  while (created.load() < 200)
+    std::this_thread::yield();
+  auto sink = coord.add_audit_sink([&](const Change& c) {
+    std::lock_guard lock(seen_mutex);
+    seen.push_back(c);
+  });
+  added.store(true);
+  creator.join();
+  std::lock_guard lock(seen_mutex);
+  REQUIRE(seen.size() >= 500);
+  // From the first record on, every creation, numbered without gaps; each record whole.
+  for (std::size_t k = 0; k < seen.size(); ++k) {
+    const auto& c = seen[k];
+    INFO("record " << k << ": " << fmt::format("{}", c));
+    REQUIRE(c.sequence == seen[0].sequence + k);
+    REQUIRE(c.agent.value() == c.sequence); // only creations: agent n is change n
+    REQUIRE(c.agent_name == "agent-" + std::to_string(c.agent.value() - 1));
+    REQUIRE(c.reason == "agent created");
+    REQUIRE(c.new_budget == 1_d);
+    REQUIRE(c.old_budget == 0_d);
+  }
+  // Every creation that began after the sink was added is among them, up to the last.
+  const auto first_after = static_cast<std::uint64_t>(
+      std::find(after_add.begin(), after_add.end(), 1) - after_add.begin());
+  CHECK(seen.back().sequence == after_add.size());
+  CHECK(seen[0].sequence <= first_after + 1);
+  CHECK(coord.check_invariants().empty());
+}

@@ -7,7 +7,10 @@
 //                        agent records is included, they live on the heap
 //   rss_B_per_agent      resident set growth (/proc/self/statm) / agents: what the OS sees,
 //                        including allocator slack; malloc_trim runs before each measurement
-//   page_faults          minor page faults while creating (on this VM each costs microseconds)
+//   page_faults          minor page faults while creating (on this VM each costs microseconds);
+//                        a transparent huge page (the coordinator advises its large arrays to
+//                        them, detail/huge_pages.hpp) is one fault for 2 MB. What remains is
+//                        mostly the ledger's cells (InMemoryLedger::open, ≈ 20,000 faults)
 //   sizeof_agent_state   sizeof(detail::AgentState) of BudgetCoordinator
 //
 //   build/default/tests/bench/agent_memory_bench --benchmark_repetitions=3

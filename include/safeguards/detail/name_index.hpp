@@ -2,17 +2,26 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <algorithm>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <safeguards/detail/huge_pages.hpp>
 #include <stdexcept>
 #include <string_view>
 
 namespace safeguards {
 inline namespace v1 {
 namespace detail {
+
+// Starts loading the cache line at `p` (a hint: nothing where the compiler has no builtin).
+inline void prefetch_line([[maybe_unused]] const void* p) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(p);
+#endif
+}
 
 // An open-addressing table of 8-byte entries, {32-bit hash of the name, 32-bit id}, with linear
 // probing and at most 3/4 full. The names stay where they already are (in the agents): a lookup
@@ -31,12 +40,31 @@ public:
 
   std::size_t size() const noexcept { return count_; }
 
+  /// What `find` and `insert` position `name` by: a caller computes it once, before taking the
+  /// lock, for the duplicate check and the insert.
+  static std::uint32_t hash(std::string_view name) noexcept {
+    const std::uint64_t h = std::hash<std::string_view>{}(name);
+    return static_cast<std::uint32_t>(h ^ (h >> 32));
+  }
+
+  /// Starts loading the entry a name of hash `h` is probed from, so that a caller can overlap
+  /// the cache miss with other work before it calls `find` or `insert`.
+  void prefetch(std::uint32_t h) const noexcept {
+    if (capacity_ != 0)
+      prefetch_line(&slots_[home(h)]);
+  }
+
   /// The id of `name`, or 0. `name_of(id)` gives the name of an id in the index.
   template <class NameOf>
   std::uint64_t find(std::string_view name, const NameOf& name_of) const noexcept {
+    return find(name, hash(name), name_of);
+  }
+
+  /// The same, with `h == hash(name)`.
+  template <class NameOf>
+  std::uint64_t find(std::string_view name, std::uint32_t h, const NameOf& name_of) const noexcept {
     if (count_ == 0)
       return 0;
-    const std::uint32_t h = hash(name);
     for (std::size_t pos = home(h);; pos = (pos + 1) & mask()) {
       const std::uint64_t e = slots_[pos];
       if (e == 0)
@@ -48,12 +76,15 @@ public:
 
   /// Adds `name` (which must not be there yet) for `id`. Throws `std::length_error` for an id
   /// beyond 2^32 - 1, or `std::bad_alloc`; then nothing changed.
-  void insert(std::string_view name, std::uint64_t id) {
+  void insert(std::string_view name, std::uint64_t id) { insert(hash(name), id); }
+
+  /// The same, with `h == hash(name)`.
+  void insert(std::uint32_t h, std::uint64_t id) {
     if (id == 0 || id > 0xffff'ffffu)
       throw std::length_error("safeguards: too many agents for the name index");
     if (4 * (count_ + 1) > 3 * capacity_)
       grow();
-    place(entry(hash(name), id));
+    place(entry(h, id));
     ++count_;
   }
 
@@ -85,10 +116,6 @@ public:
   }
 
 private:
-  static std::uint32_t hash(std::string_view name) noexcept {
-    const std::uint64_t h = std::hash<std::string_view>{}(name);
-    return static_cast<std::uint32_t>(h ^ (h >> 32));
-  }
   static std::uint64_t entry(std::uint32_t h, std::uint64_t id) noexcept {
     return (std::uint64_t{h} << 32) | id;
   }
@@ -112,7 +139,10 @@ private:
 
   void grow() {
     const std::size_t capacity = capacity_ == 0 ? 16 : 2 * capacity_;
-    auto slots = std::make_unique<std::uint64_t[]>(capacity); // zeroed: all empty
+    // Not zeroed by the allocation: advised first, so that the zeroing faults huge pages in.
+    auto slots = std::unique_ptr<std::uint64_t[]>(new std::uint64_t[capacity]);
+    advise_huge_pages(slots.get(), capacity * sizeof(std::uint64_t));
+    std::fill_n(slots.get(), capacity, std::uint64_t{0}); // all empty
     auto old = std::move(slots_);
     const std::size_t old_capacity = capacity_;
     slots_ = std::move(slots);

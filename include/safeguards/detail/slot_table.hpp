@@ -9,7 +9,9 @@
 #include <cstdint>
 #include <memory>
 #include <new>
+#include <safeguards/detail/huge_pages.hpp>
 #include <stdexcept>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -31,8 +33,9 @@ public:
   SlotTable(const SlotTable&) = delete;
   SlotTable& operator=(const SlotTable&) = delete;
   ~SlotTable() {
+    static_assert(std::is_trivially_destructible_v<std::atomic<T*>>);
     for (auto& chunk : chunks_)
-      delete[] chunk.load(std::memory_order_relaxed);
+      ::operator delete(chunk.load(std::memory_order_relaxed));
   }
 
   T* find(std::uint64_t index) const noexcept {
@@ -52,7 +55,11 @@ public:
       throw std::length_error("safeguards: too many ids");
     auto* chunk = chunks_[c].load(std::memory_order_relaxed);
     if (!chunk) {
-      chunk = new std::atomic<T*>[base << c]();
+      // Advised before the zeroing touches it: chunks for ids past 262,144 are 2 MB or more.
+      const std::size_t n = static_cast<std::size_t>(base << c);
+      void* raw = ::operator new(n * sizeof(std::atomic<T*>));
+      advise_huge_pages(raw, n * sizeof(std::atomic<T*>));
+      chunk = std::uninitialized_value_construct_n(static_cast<std::atomic<T*>*>(raw), n) - n;
       chunks_[c].store(chunk, std::memory_order_release);
     }
     chunk[offset].store(value, std::memory_order_release);
@@ -71,15 +78,24 @@ private:
   std::array<std::atomic<std::atomic<T*>*>, max_chunks> chunks_{};
 };
 
-// A vector whose elements never move: storage comes in chunks of 16, 32, ... up to 4096
-// elements, then 4096 at a time, so a small coordinator allocates little, a large one wastes
-// at most one chunk, and an element costs its own size and no per-element node (a deque of
-// 600-byte agents spends one 64-byte-aligned allocation per agent). Not thread-safe: the
-// coordinator's lock guards it; lock-free readers go through a SlotTable of pointers.
+// A vector whose elements never move: storage comes in chunks of 16, 32, ... elements, doubling
+// up to about 8 MB (at least 4096 elements), then of that size, so a small coordinator allocates
+// little, a large one wastes at most one chunk, and an element costs its own size and no
+// per-element node (a deque of 600-byte agents spends one 64-byte-aligned allocation per agent).
+// The largest chunks are backed by huge pages where the OS allows it (a million agents in
+// 4096-element chunks took ≈ 29,000 page faults). Not thread-safe: the coordinator's lock guards
+// it; lock-free readers go through a SlotTable of pointers.
 template <class T>
 class StableVector {
   static constexpr std::size_t first = 16;
-  static constexpr std::size_t doublings = 8; // the chunk sizes first << 0 .. first << 8
+  static constexpr std::size_t largest_bytes = std::size_t{8} << 20;
+  static constexpr std::size_t count_doublings() noexcept {
+    std::size_t d = 8;
+    while ((first << (d + 1)) * sizeof(T) <= largest_bytes)
+      ++d;
+    return d;
+  }
+  static constexpr std::size_t doublings = count_doublings(); // chunks first << 0 .. << doublings
   static constexpr std::size_t largest = first << doublings;
   static constexpr std::size_t growing_total = first * ((std::size_t{1} << (doublings + 1)) - 1);
 
@@ -115,8 +131,12 @@ public:
     locate(size_, c, offset);
     if (c == chunks_.size()) {
       chunks_.reserve(chunks_.size() + 1);
-      chunks_.push_back(
-          static_cast<T*>(::operator new(chunk_size(c) * sizeof(T), std::align_val_t(alignof(T)))));
+      const std::size_t bytes = chunk_size(c) * sizeof(T);
+      chunks_.push_back(static_cast<T*>(::operator new(bytes, std::align_val_t(alignof(T)))));
+      // Only the largest chunks: a smaller one may be half empty, and huge pages would make
+      // the empty half resident too (a coordinator of 50,000 agents grew by 25 bytes per agent).
+      if (c >= doublings)
+        advise_huge_pages(chunks_.back(), bytes);
     }
     T* element = ::new (static_cast<void*>(chunks_[c] + offset)) T(std::forward<Args>(args)...);
     ++size_;

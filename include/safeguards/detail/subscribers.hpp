@@ -38,6 +38,7 @@ public:
     auto list = current ? std::make_shared<List>(*current) : std::make_shared<List>();
     list->push_back(entry);
     replaced = list_.exchange(std::move(list));
+    count_.fetch_add(1);
     return entry;
   }
 
@@ -45,7 +46,8 @@ public:
     auto entry = weak.lock();
     if (!entry)
       return;
-    entry->active.store(false, std::memory_order_release);
+    if (entry->active.exchange(false, std::memory_order_acq_rel))
+      count_.fetch_sub(1); // once, though a removal that could not finish may be retried
     std::shared_ptr<const List> replaced; // released after unlocking
     try {
       std::lock_guard lock(write_mutex_);
@@ -79,10 +81,16 @@ public:
   // Drops every sink (the coordinator's destructor); their destructors run here, unlocked.
   void clear() noexcept { list_.store(nullptr); }
 
+  // True when no sink is active: a record made now would reach nobody, so the coordinator need
+  // not make it. A sink whose `add` returned before this call is counted (one atomic, so every
+  // later call sees it too, until it is removed).
+  bool empty() const noexcept { return count_.load() == 0; }
+
 private:
   using List = std::vector<std::shared_ptr<const Entry>>;
   std::mutex write_mutex_;
   SharedSlot<List> list_;
+  std::atomic<std::size_t> count_{0}; // active entries
 };
 
 } // namespace detail
