@@ -5,12 +5,12 @@
 #include <atomic>
 #include <concepts>
 #include <cstdint>
-#include <deque>
 #include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <safeguards/amount.hpp>
+#include <safeguards/detail/slot_table.hpp>
 #include <safeguards/errors.hpp>
 #include <string>
 #include <thread>
@@ -596,8 +596,10 @@ private:
     return LedgerStatus::ok;
   }
 
-  // A deque never moves its elements, so handles stay valid as accounts are added.
-  std::deque<Cell> cells_;
+  // Elements never move, so handles stay valid as accounts are added; chunks that double (the
+  // largest advised to huge pages) rather than a deque's one aligned 512-byte block per eight
+  // cells: opening a million accounts was 40 % of creating a million agents, most of it faults.
+  detail::StableVector<Cell> cells_;
 };
 
 static_assert(Ledger<InMemoryLedger<Decimal>>);
