@@ -41,7 +41,10 @@ public:
   }
   BasicReservation(const BasicReservation&) = delete;
   BasicReservation& operator=(const BasicReservation&) = delete;
-  ~BasicReservation() { release(); }
+  ~BasicReservation() {
+    if (active()) // most are settled by then: no call for them
+      release();
+  }
 
   /// True when the reservation was granted (even if it has since been settled).
   bool ok() const noexcept { return status_ == ConsumeStatus::ok; }
