@@ -140,10 +140,7 @@ class CellLock {
 public:
   explicit CellLock(AtomicCell& cell) noexcept
       : cell_(cell), word_(cell.word.load(std::memory_order_relaxed)) {
-    if ((word_ & AtomicCell::busy_bits) != 0 ||
-        !cell_.word.compare_exchange_weak(word_, word_ | AtomicCell::locked_bit,
-                                          std::memory_order_acquire, std::memory_order_relaxed))
-        [[unlikely]]
+    if (!try_take()) [[unlikely]]
       wait_and_take();
     seq_ = cell_.seq.load(std::memory_order_relaxed);
     cell_.seq.store(seq_ + 1, std::memory_order_relaxed); // the fields' release stores follow it
@@ -167,13 +164,18 @@ public:
   }
 
 private:
+  // Sets the lock bit over `word_` unless another owner holds a bit or the word moved.
+  bool try_take() noexcept {
+    return (word_ & AtomicCell::busy_bits) == 0 &&
+           cell_.word.compare_exchange_weak(word_, word_ | AtomicCell::locked_bit,
+                                            std::memory_order_acquire, std::memory_order_relaxed);
+  }
+
   [[gnu::noinline]] void wait_and_take() noexcept {
     for (int spins = 0;; ++spins) {
       cell_pause(spins);
       word_ = cell_.word.load(std::memory_order_relaxed);
-      if ((word_ & AtomicCell::busy_bits) == 0 &&
-          cell_.word.compare_exchange_weak(word_, word_ | AtomicCell::locked_bit,
-                                           std::memory_order_acquire, std::memory_order_relaxed))
+      if (try_take())
         return;
     }
   }
