@@ -27,6 +27,14 @@ std::uint64_t ops() {
   return value && *value ? std::stoull(value) / 5 : 20'000;
 }
 
+// One thread's amounts come in increasing order (its program's): whether `raw` comes after
+// `previous`, which it then becomes.
+bool follows(std::int64_t& previous, std::int64_t raw) {
+  const bool in_order = previous < raw;
+  previous = raw;
+  return in_order;
+}
+
 // Runs `body(i)` on `n` threads released together, and waits for them.
 template <class F>
 void on_threads(int n, F body) {
@@ -134,10 +142,8 @@ TEST_CASE("observers see each change of one agent once, in ledger order, while c
     const std::int64_t raw = e.amount.raw();
     seen.insert(raw);
     // One thread's consumes are ordered by its program: its amounts must arrive increasing.
-    auto& previous = last[static_cast<std::size_t>((raw - 1) % consumers)];
-    if (raw <= previous)
+    if (!follows(last[static_cast<std::size_t>((raw - 1) % consumers)], raw))
       ++out_of_order;
-    previous = raw;
   }
   CHECK(broken == 0);
   CHECK(wrong == 0);
@@ -217,10 +223,8 @@ TEST_CASE("the history ring takes appends from several threads and never shows a
             ++torn;
             continue;
           }
-          auto& previous = last[static_cast<std::size_t>((raw - 1) % consumers)];
-          if (raw <= previous)
+          if (!follows(last[static_cast<std::size_t>((raw - 1) % consumers)], raw))
             ++unordered;
-          previous = raw;
         }
       } while (writing.load() != 0);
       return;
@@ -395,22 +399,17 @@ TEST_CASE("consumes, checked consumes, settlements and nested spends of one agen
     // Per thread, in program order: consumes and reserves by their amounts, settlements too.
     const std::int64_t raw = e.amount.raw();
     if (raw >= held_base) { // the observer's: reserved in order, settled in order
-      auto& previous = e.kind == UsageKind::reserve ? last_held : last_held_settled;
-      if (raw <= previous)
+      if (!follows(e.kind == UsageKind::reserve ? last_held : last_held_settled, raw))
         ++out_of_order;
-      previous = raw;
       continue;
     }
     if (e.kind == UsageKind::commit || e.kind == UsageKind::release) {
-      if (raw <= last_settled)
+      if (!follows(last_settled, raw))
         ++out_of_order;
-      last_settled = raw;
       continue;
     }
-    auto& previous = last[static_cast<std::size_t>((raw - 1) % workers)];
-    if (raw <= previous)
+    if (!follows(last[static_cast<std::size_t>((raw - 1) % workers)], raw))
       ++out_of_order;
-    previous = raw;
   }
   CHECK(broken == 0);
   CHECK(wrong == 0);
