@@ -138,10 +138,7 @@ inline void cell_pause(int spins) noexcept {
 // it was taken; `set` gives the word to publish when the lock is given up (unchanged otherwise).
 class CellLock {
 public:
-  explicit CellLock(AtomicCell& cell) noexcept
-      : cell_(cell), word_(cell.word.load(std::memory_order_relaxed)) {
-    if (!try_take()) [[unlikely]]
-      wait_and_take();
+  explicit CellLock(AtomicCell& cell) noexcept : cell_(cell), word_(take(cell)) {
     seq_ = cell_.seq.load(std::memory_order_relaxed);
     cell_.seq.store(seq_ + 1, std::memory_order_relaxed); // the fields' release stores follow it
   }
@@ -164,19 +161,30 @@ public:
   }
 
 private:
-  // Sets the lock bit over `word_` unless another owner holds a bit or the word moved.
-  bool try_take() noexcept {
-    return (word_ & AtomicCell::busy_bits) == 0 &&
-           cell_.word.compare_exchange_weak(word_, word_ | AtomicCell::locked_bit,
-                                            std::memory_order_acquire, std::memory_order_relaxed);
+  // The word as it was when this thread set the lock bit over it. Static and by value, so that
+  // the lock lives in registers: a lock spilled to the stack put stores in front of the
+  // compare-and-swap, which must wait for them to drain.
+  static std::uint64_t take(AtomicCell& cell) noexcept {
+    std::uint64_t word = cell.word.load(std::memory_order_relaxed);
+    if (try_take(cell, word)) [[likely]]
+      return word;
+    return wait_and_take(cell);
   }
 
-  [[gnu::noinline]] void wait_and_take() noexcept {
+  // Sets the lock bit over `word` unless another owner holds a bit or the word moved (then
+  // `word` is the word seen).
+  static bool try_take(AtomicCell& cell, std::uint64_t& word) noexcept {
+    return (word & AtomicCell::busy_bits) == 0 &&
+           cell.word.compare_exchange_weak(word, word | AtomicCell::locked_bit,
+                                           std::memory_order_acquire, std::memory_order_relaxed);
+  }
+
+  [[gnu::noinline]] static std::uint64_t wait_and_take(AtomicCell& cell) noexcept {
     for (int spins = 0;; ++spins) {
       cell_pause(spins);
-      word_ = cell_.word.load(std::memory_order_relaxed);
-      if (try_take())
-        return;
+      std::uint64_t word = cell.word.load(std::memory_order_relaxed);
+      if (try_take(cell, word))
+        return word;
     }
   }
 
@@ -334,21 +342,21 @@ public:
   /// used back to remaining, no charge is counted (`charged` is `actual`, `refunded` is
   /// `-actual`). `reset_usage` (budget periods) relies on that; every ledger must do the same.
   Settlement<Amount> settle(handle_type h, const Amount& held, const Amount& actual) noexcept {
-    const Amount zero = amount_zero<Amount>();
-    Settlement<Amount> s{zero, zero, zero};
     if constexpr (lock_free) {
       const std::int64_t held_raw = traits::to_raw(held);
       const std::int64_t actual_raw = traits::to_raw(actual);
       const std::int64_t from_hold = actual_raw < held_raw ? actual_raw : held_raw;
       const std::int64_t refund = held_raw - from_hold;
       const std::int64_t overage = actual_raw - from_hold;
+      // The result is written once the account is given back: nothing is stored ahead of the
+      // compare-and-swap that takes it, which would have to wait for the stores to drain.
       Lock lock(*h);
       const std::uint64_t cur = lock.word();
       const std::int64_t rem = Cell::remaining_of(cur);
-      s.account_closed = (cur & Cell::closed_bit) != 0;
+      const bool closed = (cur & Cell::closed_bit) != 0;
       // Overage actually taken from remaining. The refund and the overage never both apply.
-      const std::int64_t extra = s.account_closed ? 0 : (overage < rem ? overage : rem);
-      std::uint64_t next = s.account_closed ? cur : Cell::with_remaining(cur, rem + refund - extra);
+      const std::int64_t extra = closed ? 0 : (overage < rem ? overage : rem);
+      std::uint64_t next = closed ? cur : Cell::with_remaining(cur, rem + refund - extra);
       if (from_hold + extra > 0) { // one more charge, the carry made here (the lock owns it)
         if ((next & Cell::count_mask) == Cell::count_mask) {
           next &= ~Cell::count_mask;
@@ -359,12 +367,13 @@ public:
       }
       lock.set(next);
       Lock::add(h->reserved, -held_raw);
-      if (s.account_closed) // the refund leaves the account with the caller
+      if (closed) // the refund leaves the account with the caller
         Lock::add(h->allocated, -refund);
-      s.charged = traits::from_raw(from_hold + extra);
-      s.refunded = traits::from_raw(refund);
-      s.uncovered = traits::from_raw(overage - extra);
+      return {traits::from_raw(from_hold + extra), traits::from_raw(refund),
+              traits::from_raw(overage - extra), closed};
     } else {
+      const Amount zero = amount_zero<Amount>();
+      Settlement<Amount> s{zero, zero, zero};
       std::lock_guard lock(h->mutex);
       Amount from_hold = actual < held ? actual : held;
       Amount refund = traits::sub(held, from_hold);
@@ -383,8 +392,8 @@ public:
         ++h->charges;
       s.refunded = refund;
       s.uncovered = traits::sub(overage, extra);
+      return s;
     }
-    return s;
   }
 
   /// Returns a reservation's `held` amount to remaining. False when the account is closed: the
