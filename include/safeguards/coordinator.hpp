@@ -777,29 +777,21 @@ public:
 
   /// `reserve` without exceptions: check `ok()` / `status()` on the result.
   [[nodiscard]] Reservation try_reserve(AgentId agent, const Amount& estimate) noexcept {
-    Reservation r;
-    r.coord_ = this;
-    r.estimate_ = estimate;
-    r.agent_id_ = agent;
-    if (!valid_amount(estimate)) {
-      r.status_ = ConsumeStatus::invalid_amount;
-      return r;
-    }
+    // The reservation is filled in after the ledger's compare-and-swap, which would otherwise
+    // wait for its stores to drain.
+    if (!valid_amount(estimate))
+      return Reservation(this, nullptr, agent, estimate, ConsumeStatus::invalid_amount);
     AgentState* a = table_.find(agent.value());
-    if (!a) {
-      r.status_ = ConsumeStatus::unknown_agent;
-      return r;
-    }
-    ConsumeResult result = a->monitor_count.load(std::memory_order_acquire) != 0
-                               ? change_slow(*a, UsageKind::reserve, estimate)
-                               : detail::to_consume_status(ledger_.reserve(a->account, estimate));
-    r.status_ = result.status();
-    if (result.ok()) {
-      r.agent_ = a;
-      r.held_ = estimate;
-      a->open_reservations.fetch_add(1, std::memory_order_relaxed);
-    }
-    return r;
+    if (!a)
+      return Reservation(this, nullptr, agent, estimate, ConsumeStatus::unknown_agent);
+    const ConsumeStatus status =
+        a->monitor_count.load(std::memory_order_acquire) != 0
+            ? change_slow(*a, UsageKind::reserve, estimate).status()
+            : detail::to_consume_status(ledger_.reserve(a->account, estimate));
+    if (status != ConsumeStatus::ok)
+      return Reservation(this, nullptr, agent, estimate, status);
+    a->open_reservations.fetch_add(1, std::memory_order_relaxed);
+    return Reservation(this, a, agent, estimate, status);
   }
   template <class T>
   requires(!AmountArgument<T, Amount>) Reservation try_reserve(AgentId, const T&)

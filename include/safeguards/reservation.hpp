@@ -120,6 +120,12 @@ public:
 private:
   friend Coordinator;
 
+  // Granted (holding `estimate`) when `agent` is given, refused with `status` otherwise.
+  BasicReservation(Coordinator* coord, typename Coordinator::AgentState* agent, AgentId id,
+                   const Amount& estimate, ConsumeStatus status) noexcept
+      : coord_(coord), agent_(agent), agent_id_(id), estimate_(estimate),
+        held_(agent ? estimate : amount_zero<Amount>()), status_(status) {}
+
   void finish() noexcept {
     std::exchange(agent_, nullptr)->open_reservations.fetch_sub(1, std::memory_order_relaxed);
   }
