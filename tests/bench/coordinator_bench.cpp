@@ -2,6 +2,9 @@
 // that ratios come from one run on one machine state. See docs/performance.md.
 //
 //   floor/atomic_fetch_add            bare std::atomic<int64_t>::fetch_add (1 and 2 threads)
+//   floor/observer_three_locked       the monitored path's locked instructions and an empty
+//   floor/observer_two_locked         std::function call, nothing else (today's protocol, and
+//                                     one with the turn in the balance's word)
 //   coordinator/try_consume           uncontended, lock-free path
 //   coordinator/try_consume_one_agent 2 threads on one agent
 //   coordinator/try_consume_two_agents 2 threads, one agent each
@@ -25,6 +28,7 @@
 #include <atomic>
 #include <benchmark/benchmark.h>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <safeguards/coordinator.hpp>
 #include <string>
@@ -67,6 +71,52 @@ void floor_atomic_fetch_add(benchmark::State& state) {
 }
 BENCHMARK(floor_atomic_fetch_add)->Name("floor/atomic_fetch_add");
 BENCHMARK(floor_atomic_fetch_add)->Name("floor/atomic_fetch_add")->Threads(2)->UseRealTime();
+
+// The floor of delivering one event in order, on one thread, with nothing else done: the locked
+// instructions of the monitored path and an empty observer called through `std::function`.
+// `three_locked` is today's protocol (take the gate and the turn; the debit; give the turn up),
+// `two_locked` one whose gate is the debit's own word. The observer's ratio to `try_consume`
+// cannot fall below these rows' ratio. See docs/performance.md.
+struct alignas(64) FloorLine {
+  std::atomic<std::uint64_t> word{std::uint64_t{1} << 40};
+};
+FloorLine floor_balance;
+FloorLine floor_turn;
+std::uint64_t floor_seen = 0;
+const std::function<void(std::uint64_t)> floor_observer = [](std::uint64_t w) { floor_seen += w; };
+
+std::uint64_t floor_debit(std::uint64_t extra_bits) {
+  std::uint64_t w = floor_balance.word.load(std::memory_order_relaxed);
+  while (!floor_balance.word.compare_exchange_weak(
+      w, (w | extra_bits) - 63, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+  }
+  return (w | extra_bits) - 63;
+}
+
+void floor_observer_three_locked(benchmark::State& state) {
+  for (auto _ : state) {
+    std::uint64_t t = 0;
+    floor_turn.word.compare_exchange_strong(t, 3, std::memory_order_acquire); // gate + turn
+    const std::uint64_t w = floor_debit(0);
+    floor_turn.word.store(2, std::memory_order_release); // the gate given up, the turn kept
+    floor_observer(w);
+    t = 2;
+    floor_turn.word.compare_exchange_strong(t, 0, std::memory_order_release); // nothing queued
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(floor_observer_three_locked)->Name("floor/observer_three_locked");
+
+void floor_observer_two_locked(benchmark::State& state) {
+  constexpr std::uint64_t turn_bit = std::uint64_t{1} << 60;
+  for (auto _ : state) {
+    std::uint64_t w = floor_debit(turn_bit); // the debit takes the turn
+    floor_observer(w);
+    floor_balance.word.compare_exchange_strong(w, w & ~turn_bit, std::memory_order_release);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(floor_observer_two_locked)->Name("floor/observer_two_locked");
 
 // ---- the coordinator -------------------------------------------------------------------------
 
