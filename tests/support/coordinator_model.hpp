@@ -1,0 +1,589 @@
+// The operation-sequence check shared by the fuzzer (tests/fuzz/coordinator_ops_fuzz.cpp) and
+// its replay test (tests/coordinator_ops_test.cpp): bytes decode into coordinator operations,
+// each applied both to a BasicBudgetCoordinator and to a small reference model written here
+// with plain 128-bit integers, no atomics and no sharing with the library's code. After every
+// step the statuses (or exception types), every agent's and pool's numbers, conservation and
+// `check_invariants()` must agree.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include "reference.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <fmt/format.h>
+#include <optional>
+#include <safeguards/coordinator.hpp>
+#include <span>
+#include <string>
+#include <typeinfo>
+#include <vector>
+
+namespace safeguards_test {
+
+using safeguards::AgentId;
+using safeguards::ConsumeStatus;
+using safeguards::Decimal;
+using safeguards::PoolId;
+
+// The model's world: amounts in raw units (Decimal's micro-units) as 128-bit integers, so that
+// the model itself can neither overflow nor round.
+struct ModelAgent {
+  AgentId id;
+  std::size_t pool = 0; // index into ModelWorld::pools
+  bool removed = false;
+  i128 allocated = 0, remaining = 0, used = 0, reserved = 0, overspent = 0;
+  std::uint64_t charges = 0;
+  std::optional<i128> veto_above; // a check monitor refuses consumes and reserves above this
+  bool observed = false;
+};
+
+struct ModelPool {
+  PoolId id;
+  i128 initial = 0, unallocated = 0;
+};
+
+struct ModelReservation {
+  std::size_t agent = 0;
+  bool active = false;
+  i128 estimate = 0, held = 0, charged = 0, settled = 0;
+};
+
+// One run. `run` returns an empty string when coordinator and model agreed on every step, else
+// a description of the first disagreement (the step, the operation, both sides).
+class OperationSequence {
+public:
+  using Coordinator = safeguards::BasicBudgetCoordinator<Decimal, safeguards::FixedAllocation,
+                                                         safeguards::ManualClock>;
+  using Reservation = Coordinator::Reservation;
+  using Event = Coordinator::UsageEvent;
+
+  static constexpr i128 max_account = (i128{1} << 55) - 1; // InMemoryLedger::max_balance()
+  static constexpr i128 raw_limit = raw_max;               // Decimal's range
+  static constexpr std::size_t max_agents = 6;
+  static constexpr std::size_t max_reservations = 8;
+
+  std::string run(std::span<const std::uint8_t> bytes) {
+    bytes_ = bytes;
+    // Declared before what refers to it, so reservations and monitors go first.
+    Coordinator coord({}, {}, clock_);
+    coord_ = &coord;
+    std::vector<Reservation> reservations;
+    reservations_ = &reservations;
+    std::vector<safeguards::MonitorHandle> vetoes(max_agents), observers(max_agents);
+    vetoes_ = &vetoes;
+    observers_ = &observers;
+
+    const i128 pool_budget = next() < 128 ? 1'000'000'000 : (i128{1} << 56);
+    pools_.push_back({coord.create_pool({.name = "shared", .initial_budget = dec(pool_budget)}),
+                      pool_budget, pool_budget});
+    for (step_ = 0; error_.empty() && pos_ < bytes_.size(); ++step_) {
+      apply_one();
+      if (error_.empty())
+        compare();
+    }
+    // Dropped reservations give back what they hold.
+    op_ = "end of run";
+    observers.clear();
+    vetoes.clear();
+    for (ModelReservation& m : model_reservations_)
+      release_model(m);
+    reservations.clear();
+    if (error_.empty())
+      compare();
+    return error_;
+  }
+
+private:
+  // ---- decoding ----
+  std::uint8_t next() { return pos_ < bytes_.size() ? bytes_[pos_++] : 0; }
+
+  // Mostly small amounts, some zero, negative, tiny, at the account's limit and past it.
+  i128 amount() {
+    const std::uint8_t k = next();
+    if (k < 200)
+      return i128{k} * 1000;
+    if (k < 240)
+      return k - 199;
+    if (k < 248)
+      return -i128{k - 239} * 1000;
+    switch (k) {
+    case 248:
+      return max_account;
+    case 249:
+      return max_account + 1;
+    case 250:
+      return max_account - 1000;
+    case 251:
+      return raw_limit;
+    case 252:
+      return i128{1} << 40;
+    default:
+      return 1'000'000 * i128{k - 252};
+    }
+  }
+  static Decimal dec(i128 raw) { return Decimal::from_raw(static_cast<std::int64_t>(raw)); }
+  static i128 raw(const Decimal& d) { return d.raw(); }
+
+  std::optional<std::size_t> agent_index() {
+    if (agents_.empty())
+      return std::nullopt;
+    return next() % agents_.size();
+  }
+
+  // ---- checks ----
+  template <class... Args>
+  void fail(fmt::format_string<Args...> f, Args&&... args) {
+    if (error_.empty())
+      error_ =
+          fmt::format("step {} ({}): {}", step_, op_, fmt::format(f, std::forward<Args>(args)...));
+  }
+  static std::string str(i128 v) {
+    return v >= raw_min && v <= raw_max ? dec(v).to_string() : std::string("<out of range>");
+  }
+  void expect_status(ConsumeStatus got, ConsumeStatus want) {
+    if (got != want)
+      fail("status {}, model {}", got, want);
+  }
+  template <class F>
+  void expect_throw(F&& f, const char* want) { // want: nullptr for no exception
+    const char* got = nullptr;
+    try {
+      f();
+    } catch (const safeguards::PoolExhausted&) {
+      got = "PoolExhausted";
+    } catch (const safeguards::AmountOverflow&) {
+      got = "AmountOverflow";
+    } catch (const safeguards::UnknownAgent&) {
+      got = "UnknownAgent";
+    } catch (const safeguards::BudgetExceeded&) {
+      got = "BudgetExceeded";
+    } catch (const safeguards::InvalidArgument&) {
+      got = "InvalidArgument";
+    } catch (const std::exception& e) {
+      got = typeid(e).name();
+    }
+    const std::string g = got ? got : "no exception", w = want ? want : "no exception";
+    if (g != w)
+      fail("threw {}, model {}", g, w);
+  }
+
+  void compare() {
+    const auto problems = coord_->check_invariants();
+    if (!problems.empty())
+      fail("check_invariants: {}", problems.front());
+    for (std::size_t p = 0; p < pools_.size(); ++p) {
+      const auto m = coord_->pool_metrics(pools_[p].id);
+      if (raw(m.unallocated_budget) != pools_[p].unallocated)
+        fail("pool {} unallocated {}, model {}", p, m.unallocated_budget.to_string(),
+             str(pools_[p].unallocated));
+      i128 allocated = pools_[p].unallocated;
+      for (const auto& a : agents_)
+        if (a.pool == p)
+          allocated += a.allocated;
+      if (allocated != pools_[p].initial)
+        fail("model: pool {} not conserved", p);
+    }
+    for (std::size_t i = 0; i < agents_.size(); ++i) {
+      const ModelAgent& a = agents_[i];
+      const auto m = coord_->agent_metrics(a.id);
+      const i128 got[] = {raw(m.initial_budget), raw(m.remaining_budget), raw(m.used_budget),
+                          raw(m.reserved_budget), raw(m.overspent_budget)};
+      const i128 want[] = {a.allocated, a.remaining, a.used, a.reserved, a.overspent};
+      const char* names[] = {"allocated", "remaining", "used", "reserved", "overspent"};
+      for (std::size_t k = 0; k < 5; ++k) {
+        if (got[k] != want[k])
+          fail("agent {} {} {}, model {}", i, names[k], str(got[k]), str(want[k]));
+        if (got[k] < 0)
+          fail("agent {} {} negative", i, names[k]);
+      }
+      if (m.consumption_count != a.charges)
+        fail("agent {} charge count {}, model {}", i, m.consumption_count, a.charges);
+      if (a.allocated != a.remaining + a.used + a.reserved)
+        fail("model: agent {} not conserved", i);
+    }
+  }
+
+  // ---- operations ----
+  void apply_one() {
+    switch (next() % 13) {
+    case 0:
+      return create_agent();
+    case 1:
+    case 2:
+      return consume();
+    case 3:
+    case 4:
+      return reserve();
+    case 5:
+      return commit();
+    case 6:
+      return commit_partial();
+    case 7:
+      return release();
+    case 8:
+      return update_budget();
+    case 9:
+      return transfer();
+    case 10:
+      return remove_agent();
+    case 11:
+      return reset_usage();
+    default:
+      return toggle_monitor();
+    }
+  }
+
+  void create_agent() {
+    op_ = "create_agent";
+    const bool implicit = next() % 4 == 0;
+    const i128 budget = amount();
+    if (agents_.size() >= max_agents)
+      return;
+    const std::string name = fmt::format("agent-{}", agents_.size());
+    const char* want = nullptr;
+    if (budget < 0)
+      want = "InvalidArgument";
+    else if (!implicit && pools_[0].unallocated < budget)
+      want = "PoolExhausted";
+    else if (budget > max_account)
+      want = "AmountOverflow";
+    std::optional<AgentId> id;
+    expect_throw(
+        [&] {
+          id = implicit ? coord_->create_agent({.name = name, .initial_budget = dec(budget)})
+                        : coord_->create_agent(
+                              {.name = name, .initial_budget = dec(budget), .pool = pools_[0].id});
+        },
+        want);
+    if (want || !id)
+      return;
+    ModelAgent a;
+    a.id = *id;
+    a.allocated = a.remaining = budget;
+    if (implicit) {
+      pools_.push_back({coord_->agent_pool(*id), budget, 0});
+      a.pool = pools_.size() - 1;
+    } else {
+      pools_[0].unallocated -= budget;
+    }
+    agents_.push_back(a);
+  }
+
+  // What a consume or reserve of `amount` must answer, before it changes anything.
+  ConsumeStatus refusal(const ModelAgent& a, i128 amount) const {
+    if (amount <= 0)
+      return ConsumeStatus::invalid_amount;
+    if (a.removed)
+      return ConsumeStatus::unknown_agent;
+    if (a.remaining < amount)
+      return ConsumeStatus::insufficient;
+    if (a.veto_above && amount > *a.veto_above)
+      return ConsumeStatus::denied_by_monitor;
+    return ConsumeStatus::ok;
+  }
+
+  void consume() {
+    op_ = "try_consume";
+    const auto i = agent_index();
+    const i128 x = amount();
+    if (!i)
+      return;
+    ModelAgent& a = agents_[*i];
+    const ConsumeStatus want = refusal(a, x);
+    const auto seen = events_;
+    expect_status(coord_->try_consume(a.id, dec(x)).status(), want);
+    if (want != ConsumeStatus::ok)
+      return;
+    a.remaining -= x;
+    a.used += x;
+    ++a.charges;
+    if (a.observed) {
+      if (events_ != seen + 1)
+        fail("{} events for one consume", events_ - seen);
+      else if (raw(last_.amount) != x || raw(last_.remaining_after) != a.remaining ||
+               raw(last_.used_after) != a.used)
+        fail("event amount {} remaining_after {} used_after {}, model {} {} {}",
+             last_.amount.to_string(), last_.remaining_after.to_string(),
+             last_.used_after.to_string(), str(x), str(a.remaining), str(a.used));
+    }
+  }
+
+  void reserve() {
+    op_ = "try_reserve";
+    const auto i = agent_index();
+    const i128 x = amount();
+    if (!i || reservations_->size() >= max_reservations)
+      return;
+    ModelAgent& a = agents_[*i];
+    const ConsumeStatus want = refusal(a, x);
+    Reservation r = coord_->try_reserve(a.id, dec(x));
+    expect_status(r.status(), want);
+    if (want != ConsumeStatus::ok)
+      return;
+    a.remaining -= x;
+    a.reserved += x;
+    reservations_->push_back(std::move(r));
+    model_reservations_.push_back({*i, true, x, x, 0, 0});
+  }
+
+  std::optional<std::size_t> reservation_index() {
+    if (reservations_->empty())
+      return std::nullopt;
+    return next() % reservations_->size();
+  }
+
+  // The ledger's settlement of `actual` against `held`, as the Reservation documents it.
+  struct Settled {
+    i128 charged = 0, refunded = 0, uncovered = 0;
+  };
+  Settled settle(ModelAgent& a, i128 held, i128 actual) {
+    const i128 from_hold = actual < held ? actual : held;
+    const i128 refund = held - from_hold;
+    const i128 overage = actual - from_hold;
+    const i128 extra = a.removed ? 0 : (overage < a.remaining ? overage : a.remaining);
+    a.reserved -= held;
+    a.used += from_hold + extra;
+    if (a.removed) { // the refund goes back to the pool
+      a.allocated -= refund;
+      pools_[a.pool].unallocated += refund;
+    } else {
+      a.remaining += refund - extra;
+    }
+    if (from_hold + extra > 0)
+      ++a.charges;
+    const i128 uncovered = overage - extra;
+    a.overspent = a.overspent + uncovered > raw_max ? raw_max : a.overspent + uncovered;
+    return {from_hold + extra, refund, uncovered};
+  }
+
+  void expect_commit(const Coordinator::CommitResult& got, ConsumeStatus want, const Settled& s) {
+    expect_status(got.status, want);
+    if (want == ConsumeStatus::ok &&
+        (raw(got.charged) != s.charged || raw(got.refunded) != s.refunded ||
+         raw(got.overspent) != s.uncovered))
+      fail("commit charged {} refunded {} overspent {}, model {} {} {}", got.charged.to_string(),
+           got.refunded.to_string(), got.overspent.to_string(), str(s.charged), str(s.refunded),
+           str(s.uncovered));
+  }
+
+  void commit() {
+    op_ = "commit";
+    const auto k = reservation_index();
+    const i128 actual = amount();
+    if (!k)
+      return;
+    ModelReservation& m = model_reservations_[*k];
+    Settled s;
+    ConsumeStatus want = ConsumeStatus::ok;
+    if (!m.active)
+      want = ConsumeStatus::not_active;
+    else if (actual < 0)
+      want = ConsumeStatus::invalid_amount;
+    else {
+      const i128 rest = m.settled < actual ? actual - m.settled : 0;
+      s = settle(agents_[m.agent], m.held, rest);
+      m.charged += s.charged;
+      if (m.settled < actual)
+        m.settled = actual;
+      m.held = 0;
+      m.active = false;
+    }
+    expect_commit((*reservations_)[*k].commit(dec(actual)), want, s);
+  }
+
+  void commit_partial() {
+    op_ = "commit_partial";
+    const auto k = reservation_index();
+    const i128 x = amount();
+    if (!k)
+      return;
+    ModelReservation& m = model_reservations_[*k];
+    Settled s;
+    ConsumeStatus want = ConsumeStatus::ok;
+    if (!m.active)
+      want = ConsumeStatus::not_active;
+    else if (x <= 0 || m.settled + x > raw_max)
+      want = ConsumeStatus::invalid_amount;
+    else {
+      const i128 from_hold = x < m.held ? x : m.held;
+      m.settled += x;
+      s = settle(agents_[m.agent], from_hold, x);
+      m.held -= from_hold;
+      m.charged += s.charged;
+    }
+    expect_commit((*reservations_)[*k].commit_partial(dec(x)), want, s);
+  }
+
+  void release() {
+    op_ = "release";
+    const auto k = reservation_index();
+    if (!k)
+      return;
+    release_model(model_reservations_[*k]);
+    (*reservations_)[*k].release();
+  }
+
+  void release_model(ModelReservation& m) {
+    if (m.active && m.held > 0) {
+      ModelAgent& a = agents_[m.agent];
+      a.reserved -= m.held;
+      if (a.removed) {
+        a.allocated -= m.held;
+        pools_[a.pool].unallocated += m.held;
+      } else {
+        a.remaining += m.held;
+      }
+    }
+    m.held = 0;
+    m.active = false;
+  }
+
+  void update_budget() {
+    op_ = "update_budget";
+    const auto i = agent_index();
+    const i128 x = amount();
+    if (!i)
+      return;
+    ModelAgent& a = agents_[*i];
+    const i128 delta = x - a.remaining;
+    const char* want = nullptr;
+    if (x < 0)
+      want = "InvalidArgument";
+    else if (a.removed)
+      want = "UnknownAgent";
+    else if (pools_[a.pool].unallocated < delta)
+      want = "PoolExhausted";
+    else if (delta > 0 && a.allocated + delta > max_account)
+      want = "AmountOverflow";
+    expect_throw([&] { coord_->update_budget(a.id, dec(x), "fuzz"); }, want);
+    if (want)
+      return;
+    a.remaining = x;
+    a.allocated += delta;
+    pools_[a.pool].unallocated -= delta;
+  }
+
+  void transfer() {
+    op_ = "transfer";
+    const auto i = agent_index();
+    const auto j = agent_index();
+    const i128 x = amount();
+    if (!i || !j)
+      return;
+    ModelAgent& from = agents_[*i];
+    ModelAgent& to = agents_[*j];
+    const char* want = nullptr;
+    if (x <= 0)
+      want = "InvalidArgument";
+    else if (from.removed || to.removed)
+      want = "UnknownAgent";
+    else if (from.pool != to.pool || *i == *j)
+      want = "InvalidArgument";
+    else if (to.allocated + x > max_account)
+      want = "AmountOverflow";
+    else if (from.remaining < x)
+      want = "BudgetExceeded";
+    expect_throw([&] { coord_->transfer(from.id, to.id, dec(x), "fuzz"); }, want);
+    if (want)
+      return;
+    from.remaining -= x;
+    from.allocated -= x;
+    to.remaining += x;
+    to.allocated += x;
+  }
+
+  void remove_agent() {
+    op_ = "remove_agent";
+    const auto i = agent_index();
+    if (!i)
+      return;
+    ModelAgent& a = agents_[*i];
+    expect_throw([&] { coord_->remove_agent(a.id); }, a.removed ? "UnknownAgent" : nullptr);
+    if (a.removed)
+      return;
+    pools_[a.pool].unallocated += a.remaining;
+    a.allocated -= a.remaining;
+    a.remaining = 0;
+    a.removed = true;
+    (*vetoes_)[*i] = {}; // monitors of a removed agent see nothing more
+    (*observers_)[*i] = {};
+    a.veto_above.reset();
+    a.observed = false;
+  }
+
+  void reset_usage() {
+    op_ = "reset_usage";
+    const auto i = agent_index();
+    if (!i)
+      return;
+    ModelAgent& a = agents_[*i];
+    Decimal forgiven;
+    expect_throw([&] { forgiven = coord_->reset_usage(a.id, "fuzz"); },
+                 a.removed ? "UnknownAgent" : nullptr);
+    if (a.removed)
+      return;
+    if (raw(forgiven) != a.used)
+      fail("reset_usage forgave {}, model {}", forgiven.to_string(), str(a.used));
+    a.remaining += a.used;
+    a.used = 0;
+  }
+
+  // Adds or removes a veto check (refusing amounts above a limit) or an observer, which checks
+  // the event of each observed consume against the model.
+  void toggle_monitor() {
+    op_ = "add/remove monitor";
+    const auto i = agent_index();
+    const bool veto = next() % 2 == 0;
+    const i128 limit = amount();
+    if (!i || agents_[*i].removed)
+      return;
+    ModelAgent& a = agents_[*i];
+    if (veto) {
+      auto& handle = (*vetoes_)[*i];
+      if (a.veto_above) {
+        handle = {};
+        a.veto_above.reset();
+      } else {
+        handle =
+            coord_->add_monitor(a.id, [limit](const Event& e) { return raw(e.amount) <= limit; });
+        a.veto_above = limit;
+      }
+    } else {
+      auto& handle = (*observers_)[*i];
+      if (a.observed) {
+        handle = {};
+        a.observed = false;
+      } else {
+        handle = coord_->add_monitor(a.id, [this](const Event& e) {
+          ++events_;
+          last_ = e;
+        });
+        a.observed = true;
+      }
+    }
+  }
+
+  std::span<const std::uint8_t> bytes_;
+  std::size_t pos_ = 0;
+  std::size_t step_ = 0;
+  const char* op_ = "setup";
+  std::string error_;
+  safeguards::ManualClock clock_;
+  Coordinator* coord_ = nullptr;
+  std::vector<Reservation>* reservations_ = nullptr;
+  std::vector<safeguards::MonitorHandle>* vetoes_ = nullptr;
+  std::vector<safeguards::MonitorHandle>* observers_ = nullptr;
+  std::vector<ModelPool> pools_;
+  std::vector<ModelAgent> agents_;
+  std::vector<ModelReservation> model_reservations_;
+  std::size_t events_ = 0;
+  Event last_{};
+};
+
+// Runs one byte string; an empty result means coordinator and model agreed throughout.
+inline std::string run_operation_sequence(std::span<const std::uint8_t> bytes) {
+  return OperationSequence().run(bytes);
+}
+
+} // namespace safeguards_test
