@@ -206,7 +206,7 @@ private:
 
   // ---- operations ----
   void apply_one() {
-    switch (next() % 13) {
+    switch (next() % 14) {
     case 0:
       return create_agent();
     case 1:
@@ -229,6 +229,8 @@ private:
       return remove_agent();
     case 11:
       return reset_usage();
+    case 13:
+      return allocate();
     default:
       return toggle_monitor();
     }
@@ -527,6 +529,80 @@ private:
       fail("reset_usage forgave {}, model {}", forgiven.to_string(), str(a.used));
     a.remaining += a.used;
     a.used = 0;
+  }
+
+  // The strategies' choices are not modelled (they have their own tests): the model takes the
+  // new balances from the result and checks that they are possible, that the coordinator applied
+  // exactly them, and that no money appeared or vanished.
+  void allocate() {
+    op_ = "allocate";
+    const std::uint8_t which = next();
+    const std::size_t p = pools_.empty() ? 0 : which / 4 % pools_.size();
+    ModelPool& pool = pools_[p];
+    i128 distributable = pool.unallocated;
+    std::vector<std::size_t> live;
+    for (std::size_t i = 0; i < agents_.size(); ++i)
+      if (agents_[i].pool == p && !agents_[i].removed) {
+        live.push_back(i); // ascending ids: agents_ is in creation order
+        distributable += agents_[i].remaining;
+      }
+    safeguards::AllocationResult result;
+    try {
+      switch (which % 4) {
+      case 0:
+        result = coord_->allocate(pool.id, safeguards::FixedAllocation{});
+        break;
+      case 1:
+        result = coord_->allocate(pool.id, safeguards::DynamicAllocation{});
+        break;
+      case 2:
+        result = coord_->allocate(pool.id, safeguards::PriorityAllocation{});
+        break;
+      default:
+        result = coord_->allocate(pool.id, safeguards::RebalanceAllocation{});
+        break;
+      }
+    } catch (const safeguards::AmountOverflow&) {
+      // Possible only when some account could be given more than it may hold.
+      bool possible = false;
+      for (std::size_t i : live)
+        possible = possible || distributable + agents_[i].used + agents_[i].reserved > max_account;
+      if (!possible)
+        fail("AmountOverflow with {} to distribute", str(distributable));
+      return;
+    } catch (const std::exception& e) {
+      fail("threw {}", e.what());
+      return;
+    }
+    if (raw(result.distributable) != distributable ||
+        raw(result.unallocated_before) != pool.unallocated)
+      fail("distributable {} unallocated before {}, model {} {}", result.distributable.to_string(),
+           result.unallocated_before.to_string(), str(distributable), str(pool.unallocated));
+    if (result.changes.size() != live.size()) {
+      fail("{} changes for {} live agents", result.changes.size(), live.size());
+      return;
+    }
+    i128 handed_out = 0;
+    for (std::size_t k = 0; k < live.size(); ++k) {
+      const auto& c = result.changes[k];
+      ModelAgent& a = agents_[live[k]];
+      const i128 next_remaining = raw(c.new_remaining);
+      if (c.agent != a.id || raw(c.old_remaining) != a.remaining || next_remaining < 0) {
+        fail("change {}: agent {} {} -> {}, model agent {} remaining {}", k, c.agent.value(),
+             c.old_remaining.to_string(), c.new_remaining.to_string(), a.id.value(),
+             str(a.remaining));
+        return;
+      }
+      a.allocated += next_remaining - a.remaining;
+      a.remaining = next_remaining;
+      handed_out += next_remaining;
+    }
+    if (handed_out > distributable)
+      fail("handed out {} of {}", str(handed_out), str(distributable));
+    pool.unallocated = distributable - handed_out;
+    if (raw(result.unallocated_after) != pool.unallocated)
+      fail("unallocated after {}, model {}", result.unallocated_after.to_string(),
+           str(pool.unallocated));
   }
 
   // Adds or removes a veto check (refusing amounts above a limit) or an observer, which checks
