@@ -9,9 +9,12 @@
 
 #include "reference.hpp"
 
+#include <any>
 #include <cstddef>
 #include <cstdint>
 #include <fmt/format.h>
+#include <map>
+#include <memory>
 #include <optional>
 #include <safeguards/coordinator.hpp>
 #include <span>
@@ -206,7 +209,7 @@ private:
 
   // ---- operations ----
   void apply_one() {
-    switch (next() % 14) {
+    switch (next() % 15) {
     case 0:
       return create_agent();
     case 1:
@@ -231,6 +234,8 @@ private:
       return reset_usage();
     case 13:
       return allocate();
+    case 14:
+      return stash();
     default:
       return toggle_monitor();
     }
@@ -508,6 +513,12 @@ private:
     a.allocated -= a.remaining;
     a.remaining = 0;
     a.removed = true;
+    // Its data slot is emptied: a reservation kept there is released (after the sweep, so
+    // into the pool when it is this agent's own).
+    if (auto it = slots_.find(*i); it != slots_.end()) {
+      release_model(it->second);
+      slots_.erase(it);
+    }
     (*vetoes_)[*i] = {}; // monitors of a removed agent see nothing more
     (*observers_)[*i] = {};
     a.veto_above.reset();
@@ -605,6 +616,43 @@ private:
            str(pool.unallocated));
   }
 
+  // Moves an open reservation into an agent's data slot (`set_agent_data`, as a shared_ptr: the
+  // slot is a std::any), or empties the slot; what the slot held before is destroyed, so a
+  // reservation kept there is released. The moved-from reservation answers `not_active`.
+  void stash() {
+    op_ = "set_agent_data";
+    const auto i = agent_index();
+    const std::uint8_t k = next();
+    if (!i)
+      return;
+    ModelAgent& a = agents_[*i];
+    const bool clear = reservations_->empty() || k % 4 == 0;
+    const std::size_t r = reservations_->empty() ? 0 : k % reservations_->size();
+    std::any data;
+    if (!clear)
+      data = std::make_shared<Reservation>(std::move((*reservations_)[r]));
+    expect_throw([&] { coord_->set_agent_data(a.id, std::move(data)); },
+                 a.removed ? "UnknownAgent" : nullptr);
+    if (a.removed) // the slot was not touched; `data` (the reservation, if any) is released here
+      return release_moved(clear ? std::nullopt : std::optional<std::size_t>(r));
+    if (auto it = slots_.find(*i); it != slots_.end()) {
+      release_model(it->second);
+      slots_.erase(it);
+    }
+    if (!clear) {
+      slots_[*i] = model_reservations_[r];
+      model_reservations_[r].active = false;
+      model_reservations_[r].held = 0;
+    }
+  }
+
+  // A reservation moved into a std::any that was then dropped.
+  void release_moved(std::optional<std::size_t> r) {
+    if (!r)
+      return;
+    release_model(model_reservations_[*r]);
+  }
+
   // Adds or removes a veto check (refusing amounts above a limit) or an observer, which checks
   // the event of each observed consume against the model.
   void toggle_monitor() {
@@ -653,6 +701,7 @@ private:
   std::vector<ModelPool> pools_;
   std::vector<ModelAgent> agents_;
   std::vector<ModelReservation> model_reservations_;
+  std::map<std::size_t, ModelReservation> slots_; // agent index -> the reservation in its slot
   std::size_t events_ = 0;
   Event last_{};
 };
