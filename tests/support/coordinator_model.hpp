@@ -39,6 +39,7 @@ struct ModelAgent {
   std::uint64_t charges = 0;
   std::optional<i128> veto_above; // a check monitor refuses consumes and reserves above this
   bool observed = false;
+  bool nested = false; // an observer that spends from its own agent and from the sink
 };
 
 struct ModelPool {
@@ -65,6 +66,8 @@ public:
   static constexpr i128 raw_limit = raw_max;               // Decimal's range
   static constexpr std::size_t max_agents = 6;
   static constexpr std::size_t max_reservations = 8;
+  static constexpr i128 sink_budget = 1'000'000'000'000;
+  static constexpr std::size_t sink_pool = 1; // pools_[0] is the shared pool
 
   std::string run(std::span<const std::uint8_t> bytes) {
     bytes_ = bytes;
@@ -80,6 +83,13 @@ public:
     const i128 pool_budget = next() < 128 ? 1'000'000'000 : (i128{1} << 56);
     pools_.push_back({coord.create_pool({.name = "shared", .initial_budget = dec(pool_budget)}),
                       pool_budget, pool_budget});
+    // Nested observers spend from the sink, an agent of its own pool that no operation picks.
+    sink_.id = coord.create_agent({.name = "nested-sink", .initial_budget = dec(sink_budget)});
+    sink_.allocated = sink_.remaining = sink_budget;
+    pools_.push_back({coord.agent_pool(sink_.id), sink_budget, 0});
+    sink_.pool = sink_pool;
+    std::vector<safeguards::MonitorHandle> nested(max_agents);
+    nested_ = &nested;
     for (step_ = 0; error_.empty() && pos_ < bytes_.size(); ++step_) {
       apply_one();
       if (error_.empty())
@@ -87,6 +97,7 @@ public:
     }
     // Dropped reservations give back what they hold.
     op_ = "end of run";
+    nested.clear();
     observers.clear();
     vetoes.clear();
     for (ModelReservation& m : model_reservations_)
@@ -180,15 +191,15 @@ private:
       if (raw(m.unallocated_budget) != pools_[p].unallocated)
         fail("pool {} unallocated {}, model {}", p, m.unallocated_budget.to_string(),
              str(pools_[p].unallocated));
-      i128 allocated = pools_[p].unallocated;
+      i128 allocated = pools_[p].unallocated + (p == sink_pool ? sink_.allocated : 0);
       for (const auto& a : agents_)
         if (a.pool == p)
           allocated += a.allocated;
       if (allocated != pools_[p].initial)
         fail("model: pool {} not conserved", p);
     }
-    for (std::size_t i = 0; i < agents_.size(); ++i) {
-      const ModelAgent& a = agents_[i];
+    for (std::size_t i = 0; i <= agents_.size(); ++i) { // the sink last
+      const ModelAgent& a = i < agents_.size() ? agents_[i] : sink_;
       const auto m = coord_->agent_metrics(a.id);
       const i128 got[] = {raw(m.initial_budget), raw(m.remaining_budget), raw(m.used_budget),
                           raw(m.reserved_budget), raw(m.overspent_budget)};
@@ -299,12 +310,30 @@ private:
     ModelAgent& a = agents_[*i];
     const ConsumeStatus want = refusal(a, x);
     const auto seen = events_;
+    nested_statuses_.clear();
     expect_status(coord_->try_consume(a.id, dec(x)).status(), want);
     if (want != ConsumeStatus::ok)
       return;
     a.remaining -= x;
     a.used += x;
     ++a.charges;
+    if (a.nested) {
+      // Its own agent refuses a monitor of its own as re-entrant; the sink pays.
+      const ConsumeStatus sink_wants = refusal(sink_, 1);
+      if (nested_statuses_.size() != 2 || nested_statuses_[0] != ConsumeStatus::reentrant_call ||
+          nested_statuses_[1] != sink_wants)
+        fail("nested spends: {} statuses, first {}, second {}; model reentrant_call, {}",
+             nested_statuses_.size(),
+             nested_statuses_.empty() ? ConsumeStatus::ok : nested_statuses_[0],
+             nested_statuses_.size() < 2 ? ConsumeStatus::ok : nested_statuses_[1], sink_wants);
+      if (sink_wants == ConsumeStatus::ok) {
+        --sink_.remaining;
+        ++sink_.used;
+        ++sink_.charges;
+      }
+    } else if (!nested_statuses_.empty()) {
+      fail("{} nested spends from an agent without a nested observer", nested_statuses_.size());
+    }
     if (a.observed) {
       if (events_ != seen + 1)
         fail("{} events for one consume", events_ - seen);
@@ -521,8 +550,10 @@ private:
     }
     (*vetoes_)[*i] = {}; // monitors of a removed agent see nothing more
     (*observers_)[*i] = {};
+    (*nested_)[*i] = {};
     a.veto_above.reset();
     a.observed = false;
+    a.nested = false;
   }
 
   void reset_usage() {
@@ -548,7 +579,9 @@ private:
   void allocate() {
     op_ = "allocate";
     const std::uint8_t which = next();
-    const std::size_t p = pools_.empty() ? 0 : which / 4 % pools_.size();
+    std::size_t p = which / 4 % pools_.size();
+    if (p == sink_pool) // the sink's balance is the nested observers' business
+      p = 0;
     ModelPool& pool = pools_[p];
     i128 distributable = pool.unallocated;
     std::vector<std::size_t> live;
@@ -653,17 +686,33 @@ private:
     release_model(model_reservations_[*r]);
   }
 
-  // Adds or removes a veto check (refusing amounts above a limit) or an observer, which checks
-  // the event of each observed consume against the model.
+  // Adds or removes a veto check (refusing amounts above a limit), an observer, which checks the
+  // event of each observed consume against the model, or a nested observer, which spends from
+  // inside its callback: from its own agent (refused, `reentrant_call`: this thread is running
+  // that agent's monitors) and from the sink (a plain consume).
   void toggle_monitor() {
     op_ = "add/remove monitor";
     const auto i = agent_index();
-    const bool veto = next() % 2 == 0;
+    const std::uint8_t kind = next() % 3;
     const i128 limit = amount();
     if (!i || agents_[*i].removed)
       return;
     ModelAgent& a = agents_[*i];
-    if (veto) {
+    if (kind == 2) {
+      auto& handle = (*nested_)[*i];
+      if (a.nested) {
+        handle = {};
+        a.nested = false;
+      } else {
+        handle = coord_->add_monitor(a.id, [this, self = a.id](const Event& e) {
+          if (e.kind != safeguards::UsageKind::consume)
+            return;
+          nested_statuses_.push_back(coord_->try_consume(self, dec(1)).status());
+          nested_statuses_.push_back(coord_->try_consume(sink_.id, dec(1)).status());
+        });
+        a.nested = true;
+      }
+    } else if (kind == 0) {
       auto& handle = (*vetoes_)[*i];
       if (a.veto_above) {
         handle = {};
@@ -698,6 +747,9 @@ private:
   std::vector<Reservation>* reservations_ = nullptr;
   std::vector<safeguards::MonitorHandle>* vetoes_ = nullptr;
   std::vector<safeguards::MonitorHandle>* observers_ = nullptr;
+  std::vector<safeguards::MonitorHandle>* nested_ = nullptr;
+  ModelAgent sink_;
+  std::vector<ConsumeStatus> nested_statuses_; // what the nested observer's spends answered
   std::vector<ModelPool> pools_;
   std::vector<ModelAgent> agents_;
   std::vector<ModelReservation> model_reservations_;
