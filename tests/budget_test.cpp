@@ -396,6 +396,11 @@ TEST_CASE("deadlines beyond the clock's range are 'never', not a wrapped past",
     ManualClock clock(ManualClock::time_point(std::chrono::hours(1)));
     CHECK_FALSE(BasicBudget<Decimal, ManualClock>::default_budget(clock).is_expired());
   }
+  SECTION("SAFEGUARDS_DEFAULT_BUDGET one second past the parser's maximum") {
+    // Parses as an int64 but does not fit in nanoseconds: the range check, not the parser.
+    ScopedEnv env("SAFEGUARDS_DEFAULT_BUDGET", "9223372037");
+    CHECK_THROWS_AS(Budget::default_budget(), ConfigError);
+  }
   SECTION("a child of nanoseconds::max() keeps its parent's deadline") {
     SharedBudget run{Budget{60s}};
     auto child = run.child(std::chrono::nanoseconds::max());

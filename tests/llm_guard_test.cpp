@@ -4,6 +4,7 @@
 #include <array>
 #include <catch2/catch.hpp>
 #include <cstdint>
+#include <limits>
 #include <safeguards/llm_guard.hpp>
 #include <stdexcept>
 #include <string>
@@ -571,6 +572,10 @@ TEST_CASE("usage deltas add up; a delta is checked against the running total") {
   CHECK(u.cached_prompt_tokens == 60);
   CHECK(u.completion_tokens == 10);
   CHECK(u.reasoning_tokens == 4);
+  // A running total past the largest token count a cost can be computed for is refused whole.
+  const std::int64_t most = std::numeric_limits<std::int64_t>::max() / 1'000'000;
+  CHECK_THROWS_AS(g.add_usage({.completion_tokens = most}), InvalidArgument);
+  CHECK(g.reported_usage().completion_tokens == 10);
   auto rec = g.commit_reported();
   // 40 × 2.5 + 60 × 1.25 + 10 × 10 per million = 0.000275
   CHECK(rec.cost == Decimal("0.000275"));
