@@ -33,7 +33,7 @@ using safeguards::PoolId;
 // the model itself can neither overflow nor round.
 struct ModelAgent {
   AgentId id;
-  std::size_t pool = 0; // index into ModelWorld::pools
+  std::size_t pool = 0; // index into OperationSequence::pools_
   bool removed = false;
   i128 allocated = 0, remaining = 0, used = 0, reserved = 0, overspent = 0;
   std::uint64_t charges = 0;
