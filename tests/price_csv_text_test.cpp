@@ -28,7 +28,7 @@ TEST_CASE("the price CSV loader keeps its promises on seeded random and mutated 
       "model,prompt,completion,cached_prompt\"#\r\n \t0123456789.-+e");
   for (int n = 0; n < 3000; ++n) {
     const std::string text = mutator.next(n);
-    INFO("case " << n << ": \"" << safeguards_test::show_text(text, 2000) << "\"");
+    INFO("case " << n << ": \"" << safeguards_test::printable(text, 2000) << "\"");
     REQUIRE(safeguards_test::check_price_csv_text(text) == "");
   }
 }

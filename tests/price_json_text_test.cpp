@@ -35,7 +35,7 @@ TEST_CASE("the LiteLLM loader keeps its promises on seeded random and mutated te
                                        "input_cost_per_token output_cost_per_token");
   for (int n = 0; n < 3000; ++n) {
     const std::string text = mutator.next(n);
-    INFO("case " << n << ": \"" << safeguards_test::show_text(text, 2000) << "\"");
+    INFO("case " << n << ": \"" << safeguards_test::printable(text, 2000) << "\"");
     REQUIRE(safeguards_test::check_price_json_text(text) == "");
   }
 }

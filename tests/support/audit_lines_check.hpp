@@ -11,6 +11,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include "reference.hpp"
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -65,20 +67,6 @@ inline bool is_valid_utf8(std::string_view s) {
     i += n + 1;
   }
   return true;
-}
-
-inline std::string printable(std::string_view s, std::size_t limit = 200) {
-  std::string out;
-  for (char ch : s.substr(0, limit)) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c < 0x20 || c >= 0x7f || c == '\\')
-      out += fmt::format("\\x{:02x}", c);
-    else
-      out += ch;
-  }
-  if (s.size() > limit)
-    out += fmt::format("... ({} bytes)", s.size());
-  return out;
 }
 
 // One line through `from_json_line` with the record type `Change`: what it read, or nothing.

@@ -10,6 +10,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include "reference.hpp"
+
 #include <cstddef>
 #include <cstring>
 #include <exception>
@@ -30,20 +32,6 @@ struct LoadOutcome {
   std::string message;
 };
 
-inline std::string show_text(std::string_view s, std::size_t limit = 300) {
-  std::string out;
-  for (char ch : s.substr(0, limit)) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c < 0x20 || c >= 0x7f || c == '\\')
-      out += fmt::format("\\x{:02x}", c);
-    else
-      out += ch;
-  }
-  if (s.size() > limit)
-    out += fmt::format("... ({} bytes)", s.size());
-  return out;
-}
-
 // Runs `load` on `text`; sets `error` when it throws anything but ParseError.
 template <class Load>
 LoadOutcome load_checked(Load load, std::string_view text, std::string& error) {
@@ -54,7 +42,7 @@ LoadOutcome load_checked(Load load, std::string_view text, std::string& error) {
     out.error_line = e.line();
     out.message = e.what();
   } catch (const std::exception& e) {
-    error = fmt::format("threw {} ({}) on \"{}\"", typeid(e).name(), e.what(), show_text(text));
+    error = fmt::format("threw {} ({}) on \"{}\"", typeid(e).name(), e.what(), printable(text));
   }
   return out;
 }
@@ -75,10 +63,10 @@ inline std::string check_outcome(const LoadOutcome& out, std::string_view text) 
     for (const auto& model : out.table->models()) {
       const safeguards::ModelPrice* p = out.table->find(model);
       if (model.empty() || p == nullptr)
-        return fmt::format("model \"{}\" is listed but has no price", show_text(model));
+        return fmt::format("model \"{}\" is listed but has no price", printable(model));
       if (p->prompt < zero || p->completion < zero ||
           (p->cached_prompt && *p->cached_prompt < zero))
-        return fmt::format("model \"{}\" has a negative price: {}", show_text(model), *p);
+        return fmt::format("model \"{}\" has a negative price: {}", printable(model), *p);
     }
     if (out.table->fallback())
       return "a loaded table has a fallback price";
@@ -86,12 +74,12 @@ inline std::string check_outcome(const LoadOutcome& out, std::string_view text) 
   }
   if (out.error_line > count_lines(text))
     return fmt::format("ParseError at line {} of a text of {} lines: {}", out.error_line,
-                       count_lines(text), show_text(out.message));
+                       count_lines(text), printable(out.message));
   if (out.message.empty())
     return "a ParseError without a message";
   for (char ch : out.message)
     if (static_cast<unsigned char>(ch) < 0x20) // nlohmann's messages may hold a raw DEL
-      return fmt::format("a control character in the message \"{}\"", show_text(out.message));
+      return fmt::format("a control character in the message \"{}\"", printable(out.message));
   return {};
 }
 
@@ -112,7 +100,7 @@ inline bool same_outcome(const LoadOutcome& a, const LoadOutcome& b) {
 
 inline std::string describe(const LoadOutcome& o) {
   return o.table ? fmt::format("a table of {} models", o.table->size())
-                 : fmt::format("ParseError at line {}: {}", o.error_line, show_text(o.message));
+                 : fmt::format("ParseError at line {}: {}", o.error_line, printable(o.message));
 }
 
 // `table` as a price CSV that `load_price_csv` reads back: every field quoted.
@@ -159,21 +147,21 @@ inline std::string check_price_csv_text(std::string_view text) {
   if (!error.empty())
     return "load_price_csv " + error;
   if (auto problem = check_outcome(out, text); !problem.empty())
-    return fmt::format("load_price_csv on \"{}\": {}", show_text(text), problem);
+    return fmt::format("load_price_csv on \"{}\": {}", printable(text), problem);
   if (!out.table && (out.error_line == 0) != csv_has_no_content(text))
     return fmt::format("load_price_csv on \"{}\": {}, but the text {} lines that are not blank "
                        "or comments",
-                       show_text(text), describe(out), csv_has_no_content(text) ? "has no" : "has");
+                       printable(text), describe(out), csv_has_no_content(text) ? "has no" : "has");
   const LoadOutcome again = load_checked(load, text, error);
   if (!error.empty() || !same_outcome(out, again) || out.message != again.message)
-    return fmt::format("load_price_csv on \"{}\" is not deterministic", show_text(text));
+    return fmt::format("load_price_csv on \"{}\" is not deterministic", printable(text));
 
   if (out.table) {
     const std::string written = to_price_csv(*out.table);
     const LoadOutcome reread = load_checked(load, written, error);
     if (!error.empty() || !same_outcome(out, reread))
       return fmt::format("the table of \"{}\", written as \"{}\", reads back as {} {}",
-                         show_text(text), show_text(written), describe(reread), error);
+                         printable(text), printable(written), describe(reread), error);
   }
   // Line ends and a byte order mark do not change what the text says.
   if (text.find('\r') == std::string_view::npos) {
@@ -182,13 +170,13 @@ inline std::string check_price_csv_text(std::string_view text) {
       crlf += c == '\n' ? std::string("\r\n") : std::string(1, c);
     const LoadOutcome with_crlf = load_checked(load, crlf, error);
     if (!error.empty() || !same_outcome(out, with_crlf))
-      return fmt::format("load_price_csv on \"{}\" gives {}, with CRLF {} {}", show_text(text),
+      return fmt::format("load_price_csv on \"{}\" gives {}, with CRLF {} {}", printable(text),
                          describe(out), describe(with_crlf), error);
   }
   if (!text.starts_with("\xEF\xBB\xBF")) {
     const LoadOutcome with_bom = load_checked(load, "\xEF\xBB\xBF" + std::string(text), error);
     if (!error.empty() || !same_outcome(out, with_bom))
-      return fmt::format("load_price_csv on \"{}\" gives {}, after a BOM {} {}", show_text(text),
+      return fmt::format("load_price_csv on \"{}\" gives {}, after a BOM {} {}", printable(text),
                          describe(out), describe(with_bom), error);
   }
   return {};

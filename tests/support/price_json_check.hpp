@@ -70,22 +70,22 @@ inline std::string check_against_dom(const safeguards::PriceTable& table, std::s
     if (p == nullptr) {
       if (priced && (entry["input_cost_per_token"].get<double>() > 0 ||
                      entry["output_cost_per_token"].get<double>() > 0))
-        return fmt::format("model \"{}\" has prices but is not in the table", show_text(model));
+        return fmt::format("model \"{}\" has prices but is not in the table", printable(model));
       continue;
     }
     ++models;
     if (!priced)
-      return fmt::format("model \"{}\" is in the table without both prices", show_text(model));
+      return fmt::format("model \"{}\" is in the table without both prices", printable(model));
     if (!close_to(p->prompt, entry["input_cost_per_token"].get<double>()) ||
         !close_to(p->completion, entry["output_cost_per_token"].get<double>()))
-      return fmt::format("model \"{}\": {} is not the file's {} and {} per token", show_text(model),
+      return fmt::format("model \"{}\": {} is not the file's {} and {} per token", printable(model),
                          *p, entry["input_cost_per_token"].dump(),
                          entry["output_cost_per_token"].dump());
     const auto cached = entry.find("cache_read_input_token_cost");
     const bool has_cached = cached != entry.end() && !cached->is_null();
     if (has_cached != p->cached_prompt.has_value() ||
         (has_cached && !close_to(*p->cached_prompt, cached->get<double>())))
-      return fmt::format("model \"{}\": cached price {} is not the file's", show_text(model), *p);
+      return fmt::format("model \"{}\": cached price {} is not the file's", printable(model), *p);
   }
   if (models != table.size())
     return fmt::format("the table holds {} models, the file {}", table.size(), models);
@@ -100,28 +100,28 @@ inline std::string check_price_json_text(std::string_view text) {
   if (!error.empty())
     return "load_litellm_prices " + error;
   if (auto problem = check_outcome(out, text); !problem.empty())
-    return fmt::format("load_litellm_prices on \"{}\": {}", show_text(text), problem);
+    return fmt::format("load_litellm_prices on \"{}\": {}", printable(text), problem);
   if (!out.table && (out.error_line == 0) != text.empty())
-    return fmt::format("load_litellm_prices on \"{}\": {}", show_text(text), describe(out));
+    return fmt::format("load_litellm_prices on \"{}\": {}", printable(text), describe(out));
   const LoadOutcome again = load_checked(load, text, error);
   if (!error.empty() || !same_outcome(out, again) || out.message != again.message)
-    return fmt::format("load_litellm_prices on \"{}\" is not deterministic", show_text(text));
+    return fmt::format("load_litellm_prices on \"{}\" is not deterministic", printable(text));
   if (!out.table)
     return {};
 
   for (const auto& model : out.table->models()) {
     const auto& p = *out.table->find(model);
     if (p.prompt.raw() == 0 && p.completion.raw() == 0)
-      return fmt::format("load_litellm_prices on \"{}\": model \"{}\" is free", show_text(text),
-                         show_text(model));
+      return fmt::format("load_litellm_prices on \"{}\": model \"{}\" is free", printable(text),
+                         printable(model));
   }
   const std::string written = to_litellm_json(*out.table);
   const LoadOutcome reread = load_checked(load, written, error);
   if (!error.empty() || !same_outcome(out, reread))
     return fmt::format("the table of \"{}\", written as \"{}\", reads back as {} {}",
-                       show_text(text), show_text(written), describe(reread), error);
+                       printable(text), printable(written), describe(reread), error);
   if (auto problem = check_against_dom(*out.table, text); !problem.empty())
-    return fmt::format("load_litellm_prices on \"{}\": {}", show_text(text), problem);
+    return fmt::format("load_litellm_prices on \"{}\": {}", printable(text), problem);
   return {};
 }
 

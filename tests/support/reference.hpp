@@ -1,12 +1,15 @@
-// Helpers shared by the tests and the fuzzers: an independent 128-bit arithmetic reference and
-// a way to look at an exception's message.
+// Helpers shared by the tests and the fuzzers: an independent 128-bit arithmetic reference, a
+// way to look at an exception's message, and bytes made printable for failure messages.
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <fmt/format.h>
 #include <limits>
 #include <string>
+#include <string_view>
 
 namespace safeguards_test {
 
@@ -48,6 +51,22 @@ std::string what_of(F&& f) {
     return e.what();
   }
   return "<no exception>";
+}
+
+// `s` with control bytes, non-ASCII bytes and backslashes as \xNN, cut at `limit` bytes: an input
+// quoted in a failure message stays one readable line.
+inline std::string printable(std::string_view s, std::size_t limit = 200) {
+  std::string out;
+  for (char ch : s.substr(0, limit)) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c >= 0x7f || c == '\\')
+      out += fmt::format("\\x{:02x}", c);
+    else
+      out += ch;
+  }
+  if (s.size() > limit)
+    out += fmt::format("... ({} bytes)", s.size());
+  return out;
 }
 
 } // namespace safeguards_test
