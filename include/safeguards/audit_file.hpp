@@ -581,7 +581,7 @@ public:
 
 private:
   struct File {
-    File(const std::string& path_, bool durable_) : path(path_), durable(durable_) {
+    File(std::string path_, bool durable_) : path(std::move(path_)), durable(durable_) {
       fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
       if (fd < 0)
         throw IoError(

@@ -579,7 +579,7 @@ public:
   /// agent as `reset_usage(agent, ...)` does, one audit record each, and the usage of its
   /// removed agents, which goes back to the pool's unallocated budget. Returns the total
   /// forgiven. Throws `UnknownPool`.
-  Amount reset_usage(PoolId pool, std::string reason) {
+  Amount reset_usage(PoolId pool, const std::string& reason) {
     std::list<BudgetChange> records;
     Amount forgiven = zero();
     {

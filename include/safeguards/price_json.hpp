@@ -91,7 +91,7 @@ inline PerMillion per_token_text_to_per_million(std::string_view text) {
   const std::string_view significant = std::string_view(digits).substr(first);
   // value = significant × 10^(exponent - fraction_digits) USD per token, so the raw count of
   // micro-dollars per million tokens is significant × 10^shift:
-  const std::int64_t shift = exponent - fraction_digits + 2 * Decimal::digits;
+  const std::int64_t shift = exponent - fraction_digits + 2 * std::int64_t{Decimal::digits};
   std::string_view kept = significant;
   bool rounded = false;
   std::string scaled;

@@ -113,7 +113,7 @@ private:
 
   // Never destroyed: threads may still lock while static destructors run at exit.
   static Graph& waits() noexcept {
-    static Graph* graph = new Graph;
+    static auto* graph = new Graph;
     return *graph;
   }
 
