@@ -250,7 +250,7 @@ bool amount_is_finite(const A& a) noexcept {
                 })
     return amount_traits<A>::is_finite(a);
   else
-    return a == a;
+    return a == a; // NOLINT(misc-redundant-expression): false only for NaN
 }
 
 /// `a + b`, or nothing when the result would not fit the amount type: for code that must not

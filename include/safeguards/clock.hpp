@@ -117,7 +117,7 @@ private:
 /// So the default `Budget` (deadlines on `steady_clock`) records the same `ConsumptionEvent` type,
 /// stamped with `system_clock`, as the default `BudgetCoordinator`'s usage history.
 template <Clock C>
-struct timestamp_clock {
+struct timestamp_clock { // NOLINT(readability-identifier-naming): a trait, named like std's
   using type = C;
 };
 template <>

@@ -363,7 +363,8 @@ inline PriceTable parse_litellm_prices(std::string_view json, std::string_view s
   const bool ok = nlohmann::json::sax_parse(TrackingIterator(begin, &handler.last_read),
                                             TrackingIterator(end, &handler.last_read), &handler);
   if (handler.error)
-    throw *handler.error;
+    // The handler stops the parse by returning false and keeps the error for here.
+    throw *handler.error; // NOLINT(misc-throw-by-value-catch-by-reference): a copy of it
   if (!ok) // every way sax_parse fails goes through the handler; this is a safety net
     throw ParseError(fmt::format("safeguards: {}: not valid JSON", source), 0);
   return std::move(handler.table);
