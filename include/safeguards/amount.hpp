@@ -100,7 +100,7 @@ struct amount_traits<Decimal> {
   /// The smallest step; largest-remainder splits hand out leftovers in these.
   static constexpr Decimal quantum() noexcept { return Decimal::epsilon(); }
 
-  static constexpr Decimal from_integer(std::int64_t n) { return Decimal(n); }
+  static constexpr Decimal from_integer(std::int64_t n) { return {n}; }
   static Decimal parse(std::string_view text) { return Decimal::parse(text); }
   static std::string to_string(Decimal a) { return a.to_string(); }
   /// `a * num / den`, rounded once, half-even.
@@ -250,7 +250,7 @@ bool amount_is_finite(const A& a) noexcept {
                 })
     return amount_traits<A>::is_finite(a);
   else
-    return a == a;
+    return a == a; // NOLINT(misc-redundant-expression): false only for NaN
 }
 
 /// `a + b`, or nothing when the result would not fit the amount type: for code that must not

@@ -505,6 +505,13 @@ void read_audit_line(std::string_view line, std::size_t number, bool has_newline
   out.damaged.push_back({number, std::move(why)});
 }
 
+// The text of `errno` after open, read, write or fsync. Their codes are all known ones, whose
+// text glibc keeps in a constant table; only an unknown code is formatted into strerror's buffer
+// that other threads share.
+inline const char* errno_text(int error) noexcept {
+  return std::strerror(error); // NOLINT(concurrency-mt-unsafe): see above
+}
+
 } // namespace detail
 
 /// One JSON object per change, ending in a newline:
@@ -581,11 +588,11 @@ public:
 
 private:
   struct File {
-    File(const std::string& path_, bool durable_) : path(path_), durable(durable_) {
+    File(std::string path_, bool durable_) : path(std::move(path_)), durable(durable_) {
       fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
       if (fd < 0)
-        throw IoError(
-            fmt::format("safeguards: cannot open audit file {}: {}", path, std::strerror(errno)));
+        throw IoError(fmt::format("safeguards: cannot open audit file {}: {}", path,
+                                  detail::errno_text(errno)));
       line_open = ends_inside_a_line();
     }
     File(const File&) = delete;
@@ -610,8 +617,8 @@ private:
         }
       }
       if (durable && ::fsync(fd) != 0)
-        throw IoError(
-            fmt::format("safeguards: audit file {}: fsync failed: {}", path, std::strerror(errno)));
+        throw IoError(fmt::format("safeguards: audit file {}: fsync failed: {}", path,
+                                  detail::errno_text(errno)));
     }
 
     // One `write` of `bytes`, retried only while it is interrupted before writing anything.
@@ -624,7 +631,7 @@ private:
         if (n < 0 && errno == EINTR)
           continue;
         throw IoError(fmt::format("safeguards: cannot write to audit file {}: {}", path,
-                                  n < 0 ? std::strerror(errno) : "nothing was written"));
+                                  n < 0 ? detail::errno_text(errno) : "nothing was written"));
       }
     }
 
@@ -713,7 +720,7 @@ read_audit_log(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     throw IoError(
-        fmt::format("safeguards: cannot open audit file {}: {}", path, std::strerror(errno)));
+        fmt::format("safeguards: cannot open audit file {}: {}", path, detail::errno_text(errno)));
   struct Closer {
     int fd;
     ~Closer() { ::close(fd); }
@@ -728,8 +735,8 @@ read_audit_log(const std::string& path) {
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0)
-      throw IoError(
-          fmt::format("safeguards: cannot read audit file {}: {}", path, std::strerror(errno)));
+      throw IoError(fmt::format("safeguards: cannot read audit file {}: {}", path,
+                                detail::errno_text(errno)));
     if (n == 0)
       break;
     std::string_view chunk(buffer.data(), static_cast<std::size_t>(n));

@@ -28,7 +28,7 @@ template <>
 struct amount_traits<BigDecimal> {
   static constexpr bool exact = false;
 
-  static BigDecimal from_integer(std::int64_t n) { return BigDecimal(n); }
+  static BigDecimal from_integer(std::int64_t n) { return {n}; }
   /// `[+-]digits[.digits]`; digits beyond the 50th significant one are rounded.
   static BigDecimal parse(std::string_view text) {
     if (!detail::is_plain_number(text, /*allow_fraction=*/true))

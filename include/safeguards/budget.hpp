@@ -37,7 +37,8 @@ namespace detail {
 // The environment variable as whole seconds; absent means the default, anything else that is
 // not a non-negative integer is an error rather than a silent fallback.
 inline std::int64_t default_budget_seconds_from_env() {
-  const char* raw = std::getenv("SAFEGUARDS_DEFAULT_BUDGET");
+  // Only a concurrent setenv makes getenv unsafe, and that is the program's to avoid.
+  const char* raw = std::getenv("SAFEGUARDS_DEFAULT_BUDGET"); // NOLINT(concurrency-mt-unsafe)
   if (raw == nullptr)
     return default_budget_seconds;
   std::string_view text(raw);

@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <stop_token>
 #include <type_traits>
+#include <utility>
 
 namespace safeguards {
 inline namespace v1 {
@@ -83,7 +84,7 @@ public:
   /// (and the stop request) end the wait: no thread ever sleeps on a real clock here.
   bool wait_until(time_point t, std::stop_token stop) const {
     std::unique_lock lock(state_->mutex);
-    return state_->moved.wait(lock, stop, [&] { return now() >= t; });
+    return state_->moved.wait(lock, std::move(stop), [&] { return now() >= t; });
   }
 
 private:
@@ -116,7 +117,7 @@ private:
 /// So the default `Budget` (deadlines on `steady_clock`) records the same `ConsumptionEvent` type,
 /// stamped with `system_clock`, as the default `BudgetCoordinator`'s usage history.
 template <Clock C>
-struct timestamp_clock {
+struct timestamp_clock { // NOLINT(readability-identifier-naming): a trait, named like std's
   using type = C;
 };
 template <>

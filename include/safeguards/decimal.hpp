@@ -298,6 +298,9 @@ public:
   }
 
   friend constexpr bool operator==(Decimal, Decimal) noexcept = default;
+  // The 0 that `<` compares the result with is the language's, not ours: a false positive of
+  // clang-tidy 14 (llvm-project#53961).
+  // NOLINTNEXTLINE(modernize-use-nullptr)
   friend constexpr std::strong_ordering operator<=>(Decimal, Decimal) noexcept = default;
 
   constexpr Decimal operator+() const noexcept { return *this; }

@@ -184,6 +184,9 @@ public:
 
   constexpr std::int64_t value() const noexcept { return value_; }
   friend constexpr bool operator==(Percent, Percent) noexcept = default;
+  // The 0 that `<` compares the result with is the language's, not ours: a false positive of
+  // clang-tidy 14 (llvm-project#53961).
+  // NOLINTNEXTLINE(modernize-use-nullptr)
   friend constexpr auto operator<=>(Percent, Percent) noexcept = default;
 
 private:

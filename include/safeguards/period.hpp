@@ -312,14 +312,14 @@ public:
   void set_period(AgentId agent, BudgetPeriod period) {
     (void)coord_.agent_priority(agent); // throws UnknownAgent, for a removed agent too
     std::lock_guard lock(mutex_);
-    agents_.insert_or_assign(agent.value(), make_entry(std::move(period)));
+    agents_.insert_or_assign(agent.value(), make_entry(period));
   }
 
   /// Gives the pool a period (replacing any it had). Throws `UnknownPool`.
   void set_period(PoolId pool, BudgetPeriod period) {
     (void)coord_.pool_priority(pool); // throws UnknownPool
     std::lock_guard lock(mutex_);
-    pools_.insert_or_assign(pool.value(), make_entry(std::move(period)));
+    pools_.insert_or_assign(pool.value(), make_entry(period));
   }
 
   /// Takes the period away; false when there was none.
@@ -384,7 +384,7 @@ private:
 
   Entry make_entry(BudgetPeriod period) const {
     Window window = period.period_containing(coord_.clock().now());
-    return {std::move(period), window};
+    return {period, window};
   }
 
   static std::vector<std::uint64_t> due(const Map& map, time_point now) {

@@ -155,7 +155,7 @@ private:
     if constexpr (std::invocable<F&, const Findings&, std::stop_token>)
       return Callback(std::move(callback));
     else
-      return [f = std::move(callback)](const Findings& findings, std::stop_token) mutable {
+      return [f = std::move(callback)](const Findings& findings, const std::stop_token&) mutable {
         std::invoke(f, findings);
       };
   }

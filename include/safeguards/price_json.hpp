@@ -91,7 +91,7 @@ inline PerMillion per_token_text_to_per_million(std::string_view text) {
   const std::string_view significant = std::string_view(digits).substr(first);
   // value = significant × 10^(exponent - fraction_digits) USD per token, so the raw count of
   // micro-dollars per million tokens is significant × 10^shift:
-  const std::int64_t shift = exponent - fraction_digits + 2 * Decimal::digits;
+  const std::int64_t shift = exponent - fraction_digits + 2 * std::int64_t{Decimal::digits};
   std::string_view kept = significant;
   bool rounded = false;
   std::string scaled;
@@ -363,7 +363,8 @@ inline PriceTable parse_litellm_prices(std::string_view json, std::string_view s
   const bool ok = nlohmann::json::sax_parse(TrackingIterator(begin, &handler.last_read),
                                             TrackingIterator(end, &handler.last_read), &handler);
   if (handler.error)
-    throw *handler.error;
+    // The handler stops the parse by returning false and keeps the error for here.
+    throw *handler.error; // NOLINT(misc-throw-by-value-catch-by-reference): a copy of it
   if (!ok) // every way sax_parse fails goes through the handler; this is a safety net
     throw ParseError(fmt::format("safeguards: {}: not valid JSON", source), 0);
   return std::move(handler.table);

@@ -39,7 +39,7 @@ inline void advise_huge_pages([[maybe_unused]] void* p,
   const std::uintptr_t first = (start + page - 1) & ~(page - 1);
   const std::uintptr_t last = (start + bytes) & ~(page - 1);
   if (first < last)
-    (void)::madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+    (void)::madvise(static_cast<char*>(p) + (first - start), last - first, MADV_HUGEPAGE);
 #endif
 }
 

@@ -56,7 +56,7 @@ public:
     auto* chunk = chunks_[c].load(std::memory_order_relaxed);
     if (!chunk) {
       // Advised before the zeroing touches it: chunks for ids past 262,144 are 2 MB or more.
-      const std::size_t n = static_cast<std::size_t>(base << c);
+      const auto n = static_cast<std::size_t>(base << c);
       void* raw = ::operator new(n * sizeof(std::atomic<T*>));
       advise_huge_pages(raw, n * sizeof(std::atomic<T*>));
       chunk = std::uninitialized_value_construct_n(static_cast<std::atomic<T*>*>(raw), n) - n;
