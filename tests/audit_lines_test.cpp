@@ -9,18 +9,12 @@
 #include <catch2/catch.hpp>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <iterator>
 #include <random>
 #include <string>
 #include <vector>
 
 namespace {
-
-std::vector<std::uint8_t> read_bytes(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 std::vector<std::uint8_t> to_bytes(const std::string& s) {
   return {s.begin(), s.end()};
@@ -43,7 +37,8 @@ TEST_CASE("the audit reader keeps its promises on every corpus file", "[audit][f
   for (const auto& entry :
        std::filesystem::directory_iterator(SAFEGUARDS_FUZZ_CORPUS_DIR "/audit_lines")) {
     INFO(entry.path().filename().string());
-    CHECK(safeguards_test::check_audit_bytes(read_bytes(entry.path()), scratch) == "");
+    const std::string bytes = safeguards_test::read_file_bytes(entry.path());
+    CHECK(safeguards_test::check_audit_bytes(safeguards_test::as_bytes(bytes), scratch) == "");
     ++files;
   }
   CHECK(files >= 8);

@@ -3,23 +3,14 @@
 // tests/support/coordinator_model.hpp (statuses, every balance, conservation, invariants).
 // SPDX-License-Identifier: MIT
 #include "support/coordinator_model.hpp"
+#include "support/text_mutations.hpp"
 
 #include <catch2/catch.hpp>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <random>
+#include <string>
 #include <vector>
-
-namespace {
-
-std::vector<std::uint8_t> read_bytes(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-} // namespace
 
 TEST_CASE("the model's account limit is the ledger's", "[model]") {
   // The model states the documented limit itself; this ties the two together.
@@ -31,9 +22,9 @@ TEST_CASE("the coordinator agrees with the reference model on every corpus file"
   const std::filesystem::path dir = SAFEGUARDS_FUZZ_CORPUS_DIR "/coordinator_ops";
   std::size_t files = 0;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    const auto bytes = read_bytes(entry.path());
+    const std::string bytes = safeguards_test::read_file_bytes(entry.path());
     INFO(entry.path().filename().string());
-    CHECK(safeguards_test::run_operation_sequence(bytes) == "");
+    CHECK(safeguards_test::run_operation_sequence(safeguards_test::as_bytes(bytes)) == "");
     ++files;
   }
   CHECK(files >= 8);
