@@ -6,6 +6,8 @@
 #include <safeguards/big_decimal.hpp>
 #include <safeguards/coordinator.hpp>
 #include <safeguards/ledger.hpp>
+#include <utility>
+#include <vector>
 
 using namespace safeguards;
 
@@ -208,6 +210,92 @@ TEST_CASE("the coordinator runs on any Ledger", "[ledger][coordinator]") {
   CHECK(coord.get_budget(a) == 7_d);
   CHECK(coord.check_invariants().empty());
   CHECK(coord.ledger().debits == 2);
+
+  SECTION("monitored changes read the balance, then change it, through the ledger's operations") {
+    static_assert(!HoldingLedger<CountingLedger>); // so the coordinator cannot hold its accounts
+    std::vector<std::pair<Decimal, Decimal>> seen; // remaining before and after, per event
+    auto handle = coord.add_monitor(
+        a, [&](const auto& e) { seen.emplace_back(e.remaining_before, e.remaining_after); });
+    CHECK(coord.try_consume(a, 2_d).ok());
+    {
+      auto r = coord.reserve(a, 3_d);
+      CHECK(r.commit(1_d).ok());
+    }
+    coord.reserve(a, 1_d).release();
+    CHECK(seen == std::vector<std::pair<Decimal, Decimal>>{
+                      {7_d, 5_d}, {5_d, 2_d}, {2_d, 4_d}, {4_d, 3_d}, {3_d, 4_d}});
+    CHECK(coord.get_budget(a) == 4_d);
+    CHECK(coord.check_invariants().empty());
+  }
+}
+
+TEMPLATE_TEST_CASE("a hold makes the same changes as the single operations", "[ledger]", Decimal,
+                   std::int64_t, BigDecimal) {
+  using A = TestType;
+  static_assert(HoldingLedger<InMemoryLedger<A>>);
+  InMemoryLedger<A> single;
+  InMemoryLedger<A> held;
+  auto hs = single.open(amt<A>(1000));
+  auto hh = held.open(amt<A>(1000));
+  std::uint64_t seed = 20261203;
+  auto next = [&] { return (seed = seed * 6364136223846793005ULL + 1442695040888963407ULL) >> 33; };
+  std::vector<A> holds; // open reservations, the same in both ledgers
+  for (int step = 0; step < 3000; ++step) {
+    const A x = amt<A>(static_cast<std::int64_t>(next() % 40) - 2); // a few negative amounts
+    auto h = held.hold(hh);
+    INFO("step " << step);
+    // The hold's balance is the ledger's, exact (nobody else writes).
+    const auto before = h.balance();
+    const auto expected = single.balance(hs);
+    REQUIRE(before.remaining == expected.remaining);
+    REQUIRE(before.used == expected.used);
+    REQUIRE(before.reserved == expected.reserved);
+    switch (next() % 4) {
+    case 0:
+      REQUIRE(h.debit(x) == single.debit(hs, x));
+      break;
+    case 1: {
+      const auto status = h.reserve(x);
+      REQUIRE(status == single.reserve(hs, x));
+      if (status == LedgerStatus::ok)
+        holds.push_back(x);
+      break;
+    }
+    case 2:
+      if (!holds.empty()) {
+        const A actual = amt<A>(static_cast<std::int64_t>(next() % 60));
+        const auto s = h.settle(holds.back(), actual);
+        const auto t = single.settle(hs, holds.back(), actual);
+        REQUIRE(s.charged == t.charged);
+        REQUIRE(s.refunded == t.refunded);
+        REQUIRE(s.uncovered == t.uncovered);
+        holds.pop_back();
+      }
+      break;
+    default:
+      if (!holds.empty()) {
+        REQUIRE(h.release(holds.back()) == single.release(hs, holds.back()));
+        holds.pop_back();
+      }
+      break;
+    }
+  }
+  // The hold's last changes are published when it ends, with the count's carries.
+  CHECK(held.charge_count(hh) == single.charge_count(hs));
+  CHECK(held.charge_count(hh) > 64);
+  const auto b = held.balance(hh);
+  const auto c = single.balance(hs);
+  CHECK(b.remaining == c.remaining);
+  CHECK(b.used == c.used);
+  CHECK(b.reserved == c.reserved);
+  // Closed accounts too: a hold settles into used and hands the refund back.
+  REQUIRE(held.reserve(hh, amt<A>(0)) == LedgerStatus::ok);
+  (void)held.close(hh);
+  auto s = held.hold(hh).settle(amt<A>(0), amt<A>(0));
+  CHECK(s.account_closed);
+  CHECK(held.hold(hh).debit(amt<A>(1)) == LedgerStatus::closed);
+  CHECK(held.hold(hh).reserve(amt<A>(1)) == LedgerStatus::closed);
+  CHECK_FALSE(held.hold(hh).release(amt<A>(0)));
 }
 
 TEMPLATE_TEST_CASE("a lock-free account holds at most max_balance", "[ledger]", Decimal,

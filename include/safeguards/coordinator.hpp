@@ -24,6 +24,7 @@
 #include <safeguards/consume_result.hpp>
 #include <safeguards/consumption.hpp>
 #include <safeguards/coordinator_types.hpp>
+#include <safeguards/detail/account_hold.hpp>
 #include <safeguards/detail/agent_state.hpp>
 #include <safeguards/detail/in_order_delivery.hpp>
 #include <safeguards/detail/monitor_dispatch.hpp>
@@ -63,8 +64,8 @@ inline namespace v1 {
 /// `agent.allocated == agent.remaining + agent.used + agent.reserved`. No balance goes negative.
 ///
 /// `try_consume` is the hot path: with no monitor and no history it is one compare-and-swap
-/// loop that refuses to cross zero plus two relaxed counters, with no lock, allocation,
-/// exception or clock read. Management calls take a writer lock and throw `Error` subclasses.
+/// that refuses to cross zero and counts the charge, with no lock, allocation, exception or
+/// clock read. Management calls take a writer lock and throw `Error` subclasses.
 ///
 /// **Example**
 /// ```
@@ -1373,7 +1374,7 @@ private:
       const auto on_failure = [this] { count_sink_failure(); };
       if (p.stamped) {
         detail::notify(list->entries, p.event, reporter_for(a, p.event.timestamp), on_failure);
-      } else if (list->stamps() != 0) { // registered after the change decided not to stamp
+      } else if (list->stamp_count != 0) { // registered after the change decided not to stamp
         UsageEvent e = p.event;
         e.timestamp = clock_.now();
         detail::notify(list->entries, e, reporter_for(a, e.timestamp), on_failure);
@@ -1390,21 +1391,29 @@ private:
     ~LeaveTurn() { monitored.turn.leave(coord.deliver_for(agent)); }
   };
 
-  // Makes a monitored change under the agent's gate. `change()` returns the event's amount, or
-  // nothing when it changed nothing. Balances are read just before and after it, under the gate,
-  // so the event's numbers are those of this change alone and events follow the changes' order.
-  template <class Change>
-  void record_change(AgentState& a, Monitored& m, UsageKind kind, Change& change, bool stamp,
-                     typename Turn::Route route) noexcept {
+  // Makes a monitored change under the agent's gate. `change(account)` makes it on the held
+  // account and returns the event's amount, or nothing when it changed nothing. Balances are read
+  // just before and after it in the same hold, so the event's numbers are those of this change
+  // alone, and the gate makes events follow the changes' order.
+  template <class Change, class After>
+  void record_change(AgentState& a, Monitored& m, UsageKind kind, Change& change, After& after,
+                     bool stamp, typename Turn::Route route) noexcept {
     const time_point now = stamp_if(stamp);
     auto apply = [&]() noexcept -> std::optional<Pending> {
-      const auto before = ledger_.balance(a.account);
-      const std::optional<Amount> amount = change();
+      LedgerBalance<Amount> before{};
+      LedgerBalance<Amount> balance_after{};
+      std::optional<Amount> amount;
+      {
+        auto account = detail::hold_account(ledger_, a.account);
+        before = account.balance();
+        amount = change(account);
+        balance_after = account.balance();
+      }
+      after();
       if (!amount)
         return std::nullopt;
       try {
-        return Pending{make_event(a, kind, *amount, before, ledger_.balance(a.account), now),
-                       stamp};
+        return Pending{make_event(a, kind, *amount, before, balance_after, now), stamp};
       } catch (...) {
         return std::nullopt;
       }
@@ -1421,11 +1430,11 @@ private:
   // Callers make an unmonitored change themselves, inline, before coming here: through a
   // function the compiler keeps out of line, the settlement went through the stack in pieces
   // and reserve + commit took twice as long (store-to-load forwarding stalls).
-  template <class Change>
-  void unrefusable_change(AgentState& a, UsageKind kind, Change change) noexcept {
+  template <class Change, class After>
+  void unrefusable_change(AgentState& a, UsageKind kind, Change change, After after) noexcept {
     Monitored& m = *a.monitored.get(); // made before monitor_count first became nonzero
     const auto route = m.turn.held_by_this_thread() ? Turn::Route::queue : Turn::Route::claim;
-    record_change(a, m, kind, change, stamps(m), route);
+    record_change(a, m, kind, change, after, stamps(m), route);
   }
 
   // What a consume or reserve of `amount` leaves of `before`.
@@ -1440,26 +1449,34 @@ private:
     return after;
   }
 
-  // The ledger's part of a consume or reserve, with the counters a consume updates.
-  LedgerStatus take(AgentState& a, Monitored* m, UsageKind kind, const Amount& amount,
-                    time_point now) noexcept {
+  // The ledger's part of a consume or reserve on `account` (a hold of the agent's account, see
+  // `detail::hold_account`), with the count a consume updates.
+  template <class Account>
+  LedgerStatus take(Account& account, AgentState& a, UsageKind kind,
+                    const Amount& amount) noexcept {
     if (kind != UsageKind::consume)
-      return ledger_.reserve(a.account, amount);
-    const LedgerStatus status = ledger_.debit(a.account, amount);
-    if (status == LedgerStatus::ok) {
+      return account.reserve(amount);
+    const LedgerStatus status = account.debit(amount);
+    if (status == LedgerStatus::ok)
       count_charge(a);
-      if (m && options_.history_capacity != 0)
-        m->history.record(amount, kind, now);
-    }
     return status;
+  }
+
+  void record_history(Monitored* m, UsageKind kind, const Amount& amount, time_point now) noexcept {
+    if (kind == UsageKind::consume && m && options_.history_capacity != 0)
+      m->history.record(amount, kind, now);
   }
 
   // Everything that is not the bare lock-free path: history, monitors, or both.
   ConsumeResult change_slow(AgentState& a, UsageKind kind, const Amount& amount) noexcept {
     Monitored* m = a.monitored.get();
-    if (a.monitor_count.load(std::memory_order_acquire) == 0 || !m) // history only, or was
-      return detail::to_consume_status(
-          take(a, m, kind, amount, options_.history_capacity != 0 ? clock_.now() : time_point{}));
+    if (a.monitor_count.load(std::memory_order_acquire) == 0 || !m) { // history only, or was
+      detail::ForwardedHold<L> account(ledger_, a.account);
+      const LedgerStatus status = take(account, a, kind, amount);
+      if (status == LedgerStatus::ok && options_.history_capacity != 0)
+        record_history(m, kind, amount, clock_.now());
+      return detail::to_consume_status(status);
+    }
     // Observers alone do not need the turn before the change; checks do, and so does a thread
     // already running monitors, which must get `reentrant_call` or `would_deadlock` instead of
     // its change being queued behind the event it is handling.
@@ -1487,12 +1504,16 @@ private:
                                    typename Turn::Route route) noexcept {
     LedgerStatus status = LedgerStatus::ok;
     auto apply = [&]() noexcept -> std::optional<Pending> {
-      const auto before = ledger_.balance(a.account);
-      status = take(a, &m, kind, amount, now);
+      LedgerBalance<Amount> before{};
+      {
+        auto account = detail::hold_account(ledger_, a.account);
+        before = account.balance();
+        status = take(account, a, kind, amount);
+      }
       if (status != LedgerStatus::ok)
         return std::nullopt;
-      // The balance after is worked out, not read again (a second seqlock read): every other
-      // monitored change of the agent waits at the gate, so this one moved exactly `amount`.
+      record_history(&m, kind, amount, now);
+      // The balance after is worked out, not read again: this change moved exactly `amount`.
       try {
         return Pending{make_event(a, kind, amount, before, would_leave(before, kind, amount), now),
                        stamped};
@@ -1554,10 +1575,14 @@ private:
       return settled(a, settle_in_ledger(a, held, actual), estimate, usage_total);
     const Amount z = zero();
     Settlement<Amount> s{z, z, z};
-    unrefusable_change(a, UsageKind::commit, [&]() noexcept -> std::optional<Amount> {
-      s = settle_in_ledger(a, held, actual);
-      return s.charged;
-    });
+    // Counted after the hold, still in the change's place in line: the history reads the clock.
+    unrefusable_change(
+        a, UsageKind::commit,
+        [&](auto& account) noexcept -> std::optional<Amount> {
+          s = account.settle(held, actual);
+          return s.charged;
+        },
+        [&] { note_charge(a, s.charged); });
     return settled(a, s, estimate, usage_total);
   }
 
@@ -1574,13 +1599,18 @@ private:
   Settlement<Amount> settle_in_ledger(AgentState& a, const Amount& held,
                                       const Amount& actual) noexcept {
     Settlement<Amount> s = ledger_.settle(a.account, held, actual);
-    if (zero() < s.charged) {
+    note_charge(a, s.charged);
+    return s;
+  }
+
+  // The count and history of a settlement that charged `charged`.
+  void note_charge(AgentState& a, const Amount& charged) noexcept {
+    if (zero() < charged) {
       count_charge(a);
       if (options_.history_capacity != 0)
         if (auto* m = a.monitored.get())
-          m->history.record(s.charged, UsageKind::commit, clock_.now());
+          m->history.record(charged, UsageKind::commit, clock_.now());
     }
-    return s;
   }
 
   void report_overspend(AgentState& a, const Settlement<Amount>& s, const Amount& estimate,
@@ -1610,10 +1640,13 @@ private:
     if (a.monitor_count.load(std::memory_order_acquire) == 0) {
       closed = !ledger_.release(a.account, held);
     } else {
-      unrefusable_change(a, UsageKind::release, [&]() noexcept -> std::optional<Amount> {
-        closed = !ledger_.release(a.account, held);
-        return held;
-      });
+      unrefusable_change(
+          a, UsageKind::release,
+          [&](auto& account) noexcept -> std::optional<Amount> {
+            closed = !account.release(held);
+            return held;
+          },
+          [] {});
     }
     if (closed)
       return_to_pool(a, held);

@@ -79,6 +79,28 @@ concept Ledger = requires(L& ledger, typename L::handle_type h, typename L::amou
   noexcept->std::same_as<bool>;
 };
 
+/// A `Ledger` whose account one writer can hold for several operations: `ledger.hold(h)`
+/// returns an object with `balance()`, `debit`, `reserve`, `settle` and `release` (the account's
+/// operations without the handle), all `noexcept`, published together when it is destroyed.
+/// Optional: a coordinator over such a ledger reads the balance a monitored change starts from in
+/// the same hold as the change (exact, one locked instruction for both); over any other ledger
+/// it reads the balance, then makes the change (the agent's gate keeps its other monitored
+/// changes out meanwhile, not a management call such as `update_budget`).
+template <class L>
+concept HoldingLedger = Ledger<L> &&
+    requires(L& ledger, typename L::handle_type h, const typename L::amount_type& a) {
+  { ledger.hold(h).balance() }
+  noexcept->std::same_as<LedgerBalance<typename L::amount_type>>;
+  { ledger.hold(h).debit(a) }
+  noexcept->std::same_as<LedgerStatus>;
+  { ledger.hold(h).reserve(a) }
+  noexcept->std::same_as<LedgerStatus>;
+  { ledger.hold(h).settle(a, a) }
+  noexcept->std::same_as<Settlement<typename L::amount_type>>;
+  { ledger.hold(h).release(a) }
+  noexcept->std::same_as<bool>;
+};
+
 namespace detail {
 
 // One cache line per account so that agents on different cores never share a line.
@@ -311,7 +333,8 @@ public:
         return LedgerStatus::ok;
       return debit_contended(h, raw);
     } else {
-      return locked_move_out(h, amount, &Cell::used, true);
+      std::lock_guard lock(h->mutex);
+      return move_out(*h, amount, &Cell::used, true);
     }
   }
 
@@ -323,13 +346,10 @@ public:
       if (auto refused = refusal(h->word.load(std::memory_order_relaxed), raw))
         return *refused;
       Lock lock(*h);
-      if (auto refused = refusal(lock.word(), raw))
-        return *refused;
-      lock.set(Cell::with_remaining(lock.word(), Cell::remaining_of(lock.word()) - raw));
-      Lock::add(h->reserved, raw);
-      return LedgerStatus::ok;
+      return reserve_locked(lock, h, raw);
     } else {
-      return locked_move_out(h, amount, &Cell::reserved, false);
+      std::lock_guard lock(h->mutex);
+      return move_out(*h, amount, &Cell::reserved, false);
     }
   }
 
@@ -343,56 +363,11 @@ public:
   /// `-actual`). `reset_usage` (budget periods) relies on that; every ledger must do the same.
   Settlement<Amount> settle(handle_type h, const Amount& held, const Amount& actual) noexcept {
     if constexpr (lock_free) {
-      const std::int64_t held_raw = traits::to_raw(held);
-      const std::int64_t actual_raw = traits::to_raw(actual);
-      const std::int64_t from_hold = actual_raw < held_raw ? actual_raw : held_raw;
-      const std::int64_t refund = held_raw - from_hold;
-      const std::int64_t overage = actual_raw - from_hold;
-      // The result is written once the account is given back: nothing is stored ahead of the
-      // compare-and-swap that takes it, which would have to wait for the stores to drain.
       Lock lock(*h);
-      const std::uint64_t cur = lock.word();
-      const std::int64_t rem = Cell::remaining_of(cur);
-      const bool closed = (cur & Cell::closed_bit) != 0;
-      // Overage actually taken from remaining. The refund and the overage never both apply.
-      const std::int64_t extra = closed ? 0 : (overage < rem ? overage : rem);
-      std::uint64_t next = closed ? cur : Cell::with_remaining(cur, rem + refund - extra);
-      if (from_hold + extra > 0) { // one more charge, the carry made here (the lock owns it)
-        if ((next & Cell::count_mask) == Cell::count_mask) {
-          next &= ~Cell::count_mask;
-          Lock::add(h->charge_carries, std::uint64_t{1});
-        } else {
-          ++next;
-        }
-      }
-      lock.set(next);
-      Lock::add(h->reserved, -held_raw);
-      if (closed) // the refund leaves the account with the caller
-        Lock::add(h->allocated, -refund);
-      return {traits::from_raw(from_hold + extra), traits::from_raw(refund),
-              traits::from_raw(overage - extra), closed};
+      return settle_locked(lock, h, traits::to_raw(held), traits::to_raw(actual));
     } else {
-      const Amount zero = amount_zero<Amount>();
-      Settlement<Amount> s{zero, zero, zero};
       std::lock_guard lock(h->mutex);
-      Amount from_hold = actual < held ? actual : held;
-      Amount refund = traits::sub(held, from_hold);
-      Amount overage = traits::sub(actual, from_hold);
-      Amount extra = zero;
-      if (h->open) {
-        extra = overage < h->remaining ? overage : h->remaining;
-        h->remaining = traits::add(traits::sub(h->remaining, extra), refund);
-      } else {
-        s.account_closed = true;
-      }
-      h->reserved = traits::sub(h->reserved, held);
-      h->used = traits::add(h->used, traits::add(from_hold, extra));
-      s.charged = traits::add(from_hold, extra);
-      if (zero < s.charged)
-        ++h->charges;
-      s.refunded = refund;
-      s.uncovered = traits::sub(overage, extra);
-      return s;
+      return settle_held(*h, held, actual);
     }
   }
 
@@ -402,18 +377,10 @@ public:
     if constexpr (lock_free) {
       const std::int64_t raw = traits::to_raw(held);
       Lock lock(*h);
-      const bool open = add_unless_closed(lock, raw);
-      Lock::add(h->reserved, -raw);
-      if (!open)
-        Lock::add(h->allocated, -raw);
-      return open;
+      return release_locked(lock, h, raw);
     } else {
       std::lock_guard lock(h->mutex);
-      h->reserved = traits::sub(h->reserved, held);
-      if (!h->open)
-        return false;
-      h->remaining = traits::add(h->remaining, held);
-      return true;
+      return release_held(*h, held);
     }
   }
 
@@ -499,6 +466,73 @@ public:
       return {h->remaining, h->used, h->reserved};
     }
   }
+
+  /// One writer's hold on an account (see `hold`): the balance it reads is exact, and the
+  /// operations it makes are the ledger's own, published together when the hold ends.
+  class Hold {
+  public:
+    Hold(const Hold&) = delete;
+    Hold& operator=(const Hold&) = delete;
+
+    LedgerBalance<Amount> balance() const noexcept {
+      if constexpr (lock_free) {
+        const std::int64_t remaining = Cell::remaining_of(lock_.word());
+        const std::int64_t reserved = h_->reserved.load(std::memory_order_relaxed);
+        return {
+            traits::from_raw(remaining),
+            traits::from_raw(h_->allocated.load(std::memory_order_relaxed) - remaining - reserved),
+            traits::from_raw(reserved)};
+      } else {
+        return {h_->remaining, h_->used, h_->reserved};
+      }
+    }
+    LedgerStatus debit(const Amount& amount) noexcept {
+      if constexpr (lock_free)
+        return debit_locked(lock_, h_, traits::to_raw(amount));
+      else
+        return move_out(*h_, amount, &Cell::used, true);
+    }
+    LedgerStatus reserve(const Amount& amount) noexcept {
+      if constexpr (lock_free)
+        return reserve_locked(lock_, h_, traits::to_raw(amount));
+      else
+        return move_out(*h_, amount, &Cell::reserved, false);
+    }
+    Settlement<Amount> settle(const Amount& held, const Amount& actual) noexcept {
+      if constexpr (lock_free)
+        return settle_locked(lock_, h_, traits::to_raw(held), traits::to_raw(actual));
+      else
+        return settle_held(*h_, held, actual);
+    }
+    bool release(const Amount& held) noexcept {
+      if constexpr (lock_free)
+        return release_locked(lock_, h_, traits::to_raw(held));
+      else
+        return release_held(*h_, held);
+    }
+
+  private:
+    friend class InMemoryLedger;
+    explicit Hold(handle_type h) noexcept : h_(h), lock_(lockable(h)) {}
+    static auto& lockable(handle_type h) noexcept {
+      if constexpr (lock_free)
+        return *h;
+      else
+        return h->mutex;
+    }
+
+    handle_type h_;
+    std::conditional_t<lock_free, detail::CellLock, std::lock_guard<std::mutex>> lock_;
+  };
+
+  /// Takes the account for one writer until the returned `Hold` is destroyed: one locked
+  /// instruction, like any single operation, however many operations the hold then makes, and a
+  /// balance read under it is exact rather than retried. Every other writer, and every reader,
+  /// of the account waits meanwhile, so keep it to a few instructions: never call back into the
+  /// ledger for the same account, or run user code, while holding it. Optional for a `Ledger`
+  /// (see `HoldingLedger`); a coordinator uses it, when the ledger has it, to read the balance a
+  /// monitored change starts from together with the change.
+  [[nodiscard]] Hold hold(handle_type h) noexcept { return Hold(h); }
 
 private:
   struct Snapshot {
@@ -590,21 +624,105 @@ private:
     return true;
   }
 
+  // The operations on an account its caller holds (`Lock`), shared by the single operations and
+  // by `Hold`. Nothing in them is stored ahead of the compare-and-swap that took the account,
+  // which would have to wait for the stores to drain: the result is written after it.
+  static LedgerStatus debit_locked(Lock& lock, handle_type h, std::int64_t raw) noexcept {
+    if (auto refused = refusal(lock.word(), raw))
+      return *refused;
+    lock.set(counted(h, Cell::with_remaining(lock.word(), Cell::remaining_of(lock.word()) - raw)));
+    return LedgerStatus::ok;
+  }
+
+  static LedgerStatus reserve_locked(Lock& lock, handle_type h, std::int64_t raw) noexcept {
+    if (auto refused = refusal(lock.word(), raw))
+      return *refused;
+    lock.set(Cell::with_remaining(lock.word(), Cell::remaining_of(lock.word()) - raw));
+    Lock::add(h->reserved, raw);
+    return LedgerStatus::ok;
+  }
+
+  static Settlement<Amount> settle_locked(Lock& lock, handle_type h, std::int64_t held_raw,
+                                          std::int64_t actual_raw) noexcept {
+    const std::int64_t from_hold = actual_raw < held_raw ? actual_raw : held_raw;
+    const std::int64_t refund = held_raw - from_hold;
+    const std::int64_t overage = actual_raw - from_hold;
+    const std::uint64_t cur = lock.word();
+    const std::int64_t rem = Cell::remaining_of(cur);
+    const bool closed = (cur & Cell::closed_bit) != 0;
+    // Overage actually taken from remaining. The refund and the overage never both apply.
+    const std::int64_t extra = closed ? 0 : (overage < rem ? overage : rem);
+    const std::uint64_t next = closed ? cur : Cell::with_remaining(cur, rem + refund - extra);
+    lock.set(from_hold + extra > 0 ? counted(h, next) : next);
+    Lock::add(h->reserved, -held_raw);
+    if (closed) // the refund leaves the account with the caller
+      Lock::add(h->allocated, -refund);
+    return {traits::from_raw(from_hold + extra), traits::from_raw(refund),
+            traits::from_raw(overage - extra), closed};
+  }
+
+  static bool release_locked(Lock& lock, handle_type h, std::int64_t raw) noexcept {
+    const bool open = add_unless_closed(lock, raw);
+    Lock::add(h->reserved, -raw);
+    if (!open)
+      Lock::add(h->allocated, -raw);
+    return open;
+  }
+
+  // `word` with one more charge counted; the carry is made here, since the holder owns it.
+  static std::uint64_t counted(handle_type h, std::uint64_t word) noexcept {
+    if ((word & Cell::count_mask) != Cell::count_mask)
+      return word + 1;
+    Lock::add(h->charge_carries, std::uint64_t{1});
+    return word & ~Cell::count_mask;
+  }
+
+  // The same for a mutex-protected account, whose mutex the caller holds.
   template <class Member>
-  LedgerStatus locked_move_out(handle_type h, const Amount& amount, Member to,
-                               bool charge) noexcept {
+  static LedgerStatus move_out(Cell& c, const Amount& amount, Member to, bool charge) noexcept {
     if (amount < amount_zero<Amount>())
       return LedgerStatus::invalid_amount;
-    std::lock_guard lock(h->mutex);
-    if (!h->open)
+    if (!c.open)
       return LedgerStatus::closed;
-    if (h->remaining < amount)
+    if (c.remaining < amount)
       return LedgerStatus::insufficient;
-    h->remaining = traits::sub(h->remaining, amount);
-    h->*to = traits::add(h->*to, amount);
+    c.remaining = traits::sub(c.remaining, amount);
+    c.*to = traits::add(c.*to, amount);
     if (charge)
-      ++h->charges;
+      ++c.charges;
     return LedgerStatus::ok;
+  }
+
+  static Settlement<Amount> settle_held(Cell& c, const Amount& held,
+                                        const Amount& actual) noexcept {
+    const Amount zero = amount_zero<Amount>();
+    Settlement<Amount> s{zero, zero, zero};
+    Amount from_hold = actual < held ? actual : held;
+    Amount refund = traits::sub(held, from_hold);
+    Amount overage = traits::sub(actual, from_hold);
+    Amount extra = zero;
+    if (c.open) {
+      extra = overage < c.remaining ? overage : c.remaining;
+      c.remaining = traits::add(traits::sub(c.remaining, extra), refund);
+    } else {
+      s.account_closed = true;
+    }
+    c.reserved = traits::sub(c.reserved, held);
+    c.used = traits::add(c.used, traits::add(from_hold, extra));
+    s.charged = traits::add(from_hold, extra);
+    if (zero < s.charged)
+      ++c.charges;
+    s.refunded = refund;
+    s.uncovered = traits::sub(overage, extra);
+    return s;
+  }
+
+  static bool release_held(Cell& c, const Amount& held) noexcept {
+    c.reserved = traits::sub(c.reserved, held);
+    if (!c.open)
+      return false;
+    c.remaining = traits::add(c.remaining, held);
+    return true;
   }
 
   // Elements never move, so handles stay valid as accounts are added; chunks that double (the
@@ -613,7 +731,7 @@ private:
   detail::StableVector<Cell> cells_;
 };
 
-static_assert(Ledger<InMemoryLedger<Decimal>>);
+static_assert(HoldingLedger<InMemoryLedger<Decimal>>);
 
 } // namespace v1
 } // namespace safeguards

@@ -20,6 +20,8 @@ template <class Entry>
 struct MonitorList {
   std::vector<std::shared_ptr<const Entry>> entries;
   MonitorList* retired_next = nullptr; // the retired chain, while it waits to be freed
+  // `stamps()` as it was when the list was installed, for delivery to read without a loop.
+  std::uint32_t stamp_count = 0;
 
   // How many of them can veto.
   std::uint32_t checks() const noexcept {

@@ -249,6 +249,8 @@ public:
   /// it, in which case the holder frees it when it leaves.
   [[nodiscard]] List* replace(List* fresh, std::uint32_t checks) noexcept {
     const std::uint32_t stamps = fresh ? fresh->stamps() : 0;
+    if (fresh)
+      fresh->stamp_count = stamps;
     const std::uint32_t was = word_.take_gate(0);
     List* old = std::exchange(list_, fresh);
     checks_.store(checks, std::memory_order_release);
