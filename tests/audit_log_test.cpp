@@ -13,9 +13,11 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
+#include <grp.h>
 #include <iterator>
 #include <optional>
 #include <pthread.h>
@@ -917,6 +919,219 @@ TEST_CASE("a write interrupted by a signal before writing anything is retried", 
   if (result == 2)
     WARN("the writer was never seen blocked in write: the EINTR path may not have been taken");
   CHECK((result == 0 || result == 2));
+}
+
+namespace {
+
+// A FIFO whose reading end the test holds without blocking: every byte the sink writes can be
+// taken out and compared, and the test decides how much room the pipe has, which is how a write
+// is made to fall short in the same process, without root or a special file system.
+struct ReadableFifo {
+  std::string path;
+  int reader = -1;
+
+  explicit ReadableFifo(std::string path_) : path(std::move(path_)) {
+    if (::mkfifo(path.c_str(), 0600) == 0)
+      reader = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  }
+  ~ReadableFifo() {
+    if (reader >= 0)
+      ::close(reader);
+  }
+  ReadableFifo(const ReadableFifo&) = delete;
+  ReadableFifo& operator=(const ReadableFifo&) = delete;
+
+  // Everything written and not yet taken.
+  std::string drain() const {
+    std::string got;
+    char buffer[8192];
+    for (;;) {
+      const auto n = ::read(reader, buffer, sizeof buffer);
+      if (n <= 0)
+        return got;
+      got.append(buffer, static_cast<std::size_t>(n));
+    }
+  }
+};
+
+// The descriptor a sink opened on `path`: the only write-only one of this process on that file,
+// or -1 when there is not exactly one. The sink keeps it to itself; the test needs it to make the
+// sink's writes non-blocking, so that a full pipe shortens them instead of making them wait.
+int write_descriptor_of(const std::string& path) {
+  struct stat target {};
+  if (::stat(path.c_str(), &target) != 0)
+    return -1;
+  int found = -1;
+  for (int fd = 0; fd < 1024; ++fd) {
+    struct stat s {};
+    if (::fstat(fd, &s) != 0 || s.st_dev != target.st_dev || s.st_ino != target.st_ino ||
+        (::fcntl(fd, F_GETFL) & O_ACCMODE) != O_WRONLY)
+      continue;
+    if (found >= 0)
+      return -1;
+    found = fd;
+  }
+  return found;
+}
+
+// Whether this kernel shortens writes into a full pipe the way the "cut short twice" test
+// relies on: a pipe of one page holding one byte takes, from a non-blocking write of a page and
+// `tail` bytes, just the `tail` bytes that fit into the page already in use (Linux merges a
+// write's last partial page into it before it looks for a free one), and then a newline.
+bool pipes_shorten_writes_to_the_tail(std::size_t page, std::size_t tail) {
+  int ends[2];
+  if (::pipe2(ends, O_CLOEXEC | O_NONBLOCK) != 0)
+    return false;
+  const std::string big(page + tail, 'x');
+  const bool shortened = ::fcntl(ends[1], F_SETPIPE_SZ, static_cast<int>(page)) > 0 &&
+                         ::write(ends[1], "\n", 1) == 1 &&
+                         ::write(ends[1], big.data(), big.size()) == static_cast<ssize_t>(tail) &&
+                         ::write(ends[1], "\n", 1) == 1 &&
+                         ::write(ends[1], big.data(), big.size()) == static_cast<ssize_t>(tail);
+  ::close(ends[0]);
+  ::close(ends[1]);
+  return shortened;
+}
+
+} // namespace
+
+TEST_CASE("a record cut short twice in a row is an IoError and both torn copies are ended",
+          "[audit][sink]") {
+  // The pipe has one page of room and holds one newline already, so it is full but its page is
+  // not: every write of a page and `tail` bytes is cut to `tail` bytes, and each newline fits.
+  // The sink's first write is cut, it ends the line and writes the record again, which is cut
+  // too: the record is not in the file, and the caller must hear it.
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  constexpr std::size_t tail = 100;
+  if (!pipes_shorten_writes_to_the_tail(page, tail)) {
+    WARN("this kernel does not shorten pipe writes to what fits in the last page: skipped");
+    return;
+  }
+  TempDir dir;
+  ReadableFifo fifo(dir.file("audit.fifo"));
+  REQUIRE(fifo.reader >= 0);
+  REQUIRE(::fcntl(fifo.reader, F_SETPIPE_SZ, static_cast<int>(page)) == static_cast<int>(page));
+  {
+    const int filler = ::open(fifo.path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    REQUIRE(filler >= 0);
+    REQUIRE(::write(filler, "\n", 1) == 1); // a blank line, which the reader skips
+    ::close(filler);                        // the byte stays: the test still holds the reader
+  }
+  const auto record = change(std::string(page + tail - to_json_line(change("")).size(), 'x'));
+  const auto line = to_json_line(record);
+  REQUIRE(line.size() == page + tail);
+
+  JsonLinesAuditSink sink(fifo.path);
+  const int fd = write_descriptor_of(fifo.path);
+  REQUIRE(fd >= 0);
+  REQUIRE(::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK) == 0);
+  CHECK_THROWS_WITH(sink(record), Catch::Contains("a record was cut short twice") &&
+                                      Catch::Contains(fmt::format("({} of {} bytes written)", tail,
+                                                                  line.size())) &&
+                                      Catch::Contains(fifo.path));
+  std::string written = fifo.drain();
+  CHECK(written == "\n" + line.substr(0, tail) + "\n" + line.substr(0, tail) + "\n");
+
+  // Both torn copies were ended, so the next record, with room in the pipe, is a line of its own
+  // and the only record a reader finds.
+  const auto next = change("next", "a", 2);
+  sink(next);
+  const auto after = fifo.drain();
+  CHECK(after == to_json_line(next));
+  const auto path = dir.file("audit.jsonl");
+  append_raw(path, written + after);
+  auto log = read_audit_log(path);
+  CHECK(log.records == std::vector<BudgetChange>{next});
+  REQUIRE(log.damaged.size() == 2);
+  CHECK(log.damaged[0].line == 2);
+  CHECK(log.damaged[1].line == 3);
+}
+
+TEST_CASE("a durable sink whose fsync fails throws IoError after writing the record",
+          "[audit][sink]") {
+  // fsync of a FIFO fails (EINVAL: nothing to make durable), for root too. The record was
+  // written whole before the failure, so nothing is torn and the next record follows it.
+  TempDir dir;
+  ReadableFifo fifo(dir.file("audit.fifo"));
+  REQUIRE(fifo.reader >= 0);
+  JsonLinesAuditSink durable(fifo.path, true);
+  CHECK_THROWS_WITH(durable(change("first", "a", 1)), Catch::Contains("fsync failed") &&
+                                                          Catch::Contains(fifo.path) &&
+                                                          Catch::Contains(std::strerror(EINVAL)));
+  CHECK_THROWS_AS(durable(change("second", "a", 2)), IoError);
+  CHECK(fifo.drain() ==
+        to_json_line(change("first", "a", 1)) + to_json_line(change("second", "a", 2)));
+  // Without `durable` there is no fsync to fail.
+  JsonLinesAuditSink plain(fifo.path);
+  plain(change("third", "a", 3));
+  CHECK(fifo.drain() == to_json_line(change("third", "a", 3)));
+}
+
+TEST_CASE("an audit file that exists but cannot be written is an IoError when the sink is made",
+          "[audit][sink]") {
+  TempDir dir;
+  SECTION("a file of mode 0444") {
+    // Root writes files whatever their mode, and CI runs as root: there the sink is made in a
+    // child that first becomes `nobody`.
+    const auto path = dir.file("readonly.jsonl");
+    const auto first = to_json_line(change("first", "a", 1));
+    append_raw(path, first);
+    REQUIRE(::chmod(path.c_str(), 0444) == 0);
+    REQUIRE(::chmod(dir.path.c_str(), 0755) == 0); // so that nobody reaches the file
+    // 0: IoError naming the path and the reason; 1: no error; 2: another message;
+    // 97: root could not become nobody.
+    const int result = in_child([&] {
+      if (::geteuid() == 0 &&
+          (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0))
+        return 97;
+      try {
+        JsonLinesAuditSink sink(path);
+        return 1;
+      } catch (const IoError& e) {
+        const std::string what = e.what();
+        return what.find("cannot open audit file " + path) != std::string::npos &&
+                       what.find(std::strerror(EACCES)) != std::string::npos
+                   ? 0
+                   : 2;
+      }
+    });
+    if (result == 97)
+      WARN("running as root and could not become nobody: the mode was not checked");
+    else
+      CHECK(result == 0);
+    CHECK(slurp(path) == first);
+  }
+  SECTION("a file nobody may open for writing, root included (a read-only sysfs file)") {
+    // sysfs refuses to open a file of mode 0444 for writing whoever asks (EACCES, or EROFS where
+    // /sys is mounted read-only).
+    const std::string path = "/sys/devices/system/cpu/online";
+    if (!std::filesystem::exists(path)) {
+      WARN(path << " does not exist here: skipped");
+      return;
+    }
+    CHECK_THROWS_WITH(JsonLinesAuditSink(path), Catch::Contains("cannot open audit file " + path));
+    CHECK_THROWS_AS(JsonLinesAuditSink(path, true), IoError);
+  }
+  SECTION("a file that root may open but nobody may write (/proc/version)") {
+    // Opened, for root, but every write fails (EIO): the first record is the IoError.
+    const std::string path = "/proc/version";
+    if (!std::filesystem::exists(path)) {
+      WARN(path << " does not exist here: skipped");
+      return;
+    }
+    try {
+      JsonLinesAuditSink sink(path);
+      CHECK_THROWS_WITH(sink(change("nowhere")),
+                        Catch::Contains("cannot write to audit file " + path));
+    } catch (const IoError& e) {
+      CHECK_THAT(e.what(), Catch::Contains("cannot open audit file " + path)); // not root
+    }
+  }
+  SECTION("a directory where the file should be") {
+    const auto path = dir.path.string();
+    CHECK_THROWS_WITH(JsonLinesAuditSink(path), Catch::Contains("cannot open audit file " + path) &&
+                                                    Catch::Contains(std::strerror(EISDIR)));
+  }
 }
 
 namespace {

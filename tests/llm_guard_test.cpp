@@ -580,3 +580,36 @@ TEST_CASE("usage deltas add up; a delta is checked against the running total") {
   // 40 × 2.5 + 60 × 1.25 + 10 × 10 per million = 0.000275
   CHECK(rec.cost == Decimal("0.000275"));
 }
+
+TEST_CASE("a commit past the largest token count is refused and the streamed tokens count too") {
+  // `commit` charges the larger of each reported count and what was streamed, so a report that
+  // is within the limit alone can pass it together with the stream: that must be caught too.
+  const std::int64_t most = std::numeric_limits<std::int64_t>::max() / 1'000'000;
+  World w;
+  SECTION("refused whole; the guard stays active and records what was streamed") {
+    Guard g(w.ctx(), {.prompt_tokens = 100, .max_completion_tokens = 50});
+    g.add_usage({.prompt_tokens = 100, .completion_tokens = 10});
+    CHECK_THROWS_AS(g.commit({.prompt_tokens = most, .completion_tokens = 1}), InvalidArgument);
+    CHECK_THROWS_AS(g.commit({.completion_tokens = most + 1}), InvalidArgument);
+    CHECK_THROWS_AS(g.commit({.prompt_tokens = most - 9}), InvalidArgument); // + 10 streamed
+    CHECK(g.active());
+    CHECK(w.run.snapshot().consumptions().empty());
+    auto u = g.reported_usage();
+    CHECK(u.prompt_tokens == 100);
+    CHECK(u.completion_tokens == 10);
+    auto rec = g.commit_reported();
+    // 100 × 2.5 + 10 × 10 per million = 0.00035
+    CHECK(rec.cost == Decimal("0.00035"));
+    CHECK(w.nothing_held());
+  }
+  SECTION("exactly the largest count is a usage like any other") {
+    Guard g(w.ctx("free"), {.prompt_tokens = 100, .max_completion_tokens = 50});
+    g.add_usage({.completion_tokens = 10});
+    auto rec = g.commit({.prompt_tokens = most - 10});
+    CHECK(rec.usage.prompt_tokens == most - 10);
+    CHECK(rec.usage.completion_tokens == 10);
+    CHECK(rec.usage.total_tokens() == most);
+    CHECK(rec.cost == Decimal(0));
+    CHECK(w.nothing_held());
+  }
+}

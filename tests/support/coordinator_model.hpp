@@ -2,14 +2,16 @@
 // its replay test (tests/coordinator_ops_test.cpp): bytes decode into coordinator operations,
 // each applied both to a BasicBudgetCoordinator and to a small reference model written here
 // with plain 128-bit integers, no atomics and no sharing with the library's code. After every
-// step the statuses (or exception types), every agent's and pool's numbers, conservation and
-// `check_invariants()` must agree.
+// step the statuses (or exception types), every agent's and pool's numbers, each agent's service
+// level, conservation and `check_invariants()` must agree.
 // SPDX-License-Identifier: MIT
 #pragma once
 
 #include "reference.hpp"
 
+#include <algorithm>
 #include <any>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <fmt/format.h>
@@ -17,14 +19,17 @@
 #include <memory>
 #include <optional>
 #include <safeguards/coordinator.hpp>
+#include <safeguards/period.hpp>
 #include <span>
 #include <string>
 #include <typeinfo>
+#include <utility>
 #include <vector>
 
 namespace safeguards_test {
 
 using safeguards::AgentId;
+using safeguards::BudgetPeriod;
 using safeguards::ConsumeStatus;
 using safeguards::Decimal;
 using safeguards::PoolId;
@@ -34,6 +39,7 @@ using safeguards::PoolId;
 struct ModelAgent {
   AgentId id;
   std::size_t pool = 0; // index into OperationSequence::pools_
+  int priority = 5;     // AgentSpec's default
   bool removed = false;
   i128 allocated = 0, remaining = 0, used = 0, reserved = 0, overspent = 0;
   std::uint64_t charges = 0;
@@ -45,6 +51,13 @@ struct ModelAgent {
 struct ModelPool {
   PoolId id;
   i128 initial = 0, unallocated = 0;
+  int priority = 5; // PoolSpec's default, and an implicit pool's agent's
+};
+
+// A budget period of fixed length from the clock's epoch (`BudgetPeriod::every`), in
+// nanoseconds: the window it is in starts at `start`.
+struct ModelPeriod {
+  std::int64_t length = 0, start = 0;
 };
 
 struct ModelReservation {
@@ -61,6 +74,7 @@ public:
                                                          safeguards::ManualClock>;
   using Reservation = Coordinator::Reservation;
   using Event = Coordinator::UsageEvent;
+  using ns = std::chrono::nanoseconds;
 
   static constexpr i128 max_account = (i128{1} << 55) - 1; // InMemoryLedger::max_balance()
   static constexpr i128 raw_limit = raw_max;               // Decimal's range
@@ -74,6 +88,8 @@ public:
     // Declared before what refers to it, so reservations and monitors go first.
     Coordinator coord({}, {}, clock_);
     coord_ = &coord;
+    safeguards::BasicBudgetPeriods<Coordinator> periods(coord); // destroyed before coord
+    periods_ = &periods;
     std::vector<Reservation> reservations;
     reservations_ = &reservations;
     std::vector<safeguards::MonitorHandle> vetoes(max_agents), observers(max_agents);
@@ -182,6 +198,33 @@ private:
       fail("threw {}, model {}", g, w);
   }
 
+  // A service level table as the model sees it: each level's name and minimum share, in %.
+  struct ModelLevels {
+    std::vector<std::pair<std::string, i128>> rows;
+
+    // `ServiceLevels::index_for`: the first level whose minimum share the remaining balance
+    // reaches, exactly; the last for an empty allocation.
+    const std::string& level_for(i128 remaining, i128 allocated) const {
+      if (allocated > 0 && remaining >= 0)
+        for (std::size_t k = 0; k + 1 < rows.size(); ++k)
+          if (remaining * 100 >= rows[k].second * allocated)
+            return rows[k].first;
+      return rows.back().first;
+    }
+    safeguards::ServiceLevels table() const {
+      std::vector<safeguards::ServiceLevel> levels;
+      for (const auto& [name, min] : rows)
+        levels.push_back({name, static_cast<std::int64_t>(min), {}});
+      return safeguards::ServiceLevels(std::move(levels));
+    }
+  };
+  // The guide's table, written out here rather than read from `guide_default()`, and one whose
+  // edges (all of it, a third, one percent) land exactly on round balances.
+  inline static const ModelLevels guide_levels{
+      {{"full", 50}, {"standard", 20}, {"minimal", 5}, {"emergency", 0}}};
+  inline static const ModelLevels edge_levels{
+      {{"all", 100}, {"third", 33}, {"one", 1}, {"none", 0}}};
+
   void compare() {
     const auto problems = coord_->check_invariants();
     if (!problems.empty())
@@ -191,6 +234,9 @@ private:
       if (raw(m.unallocated_budget) != pools_[p].unallocated)
         fail("pool {} unallocated {}, model {}", p, m.unallocated_budget.to_string(),
              str(pools_[p].unallocated));
+      if (raw(m.initial_budget) != pools_[p].initial || m.priority != pools_[p].priority)
+        fail("pool {} initial {} priority {}, model {} {}", p, m.initial_budget.to_string(),
+             m.priority, str(pools_[p].initial), pools_[p].priority);
       i128 allocated = pools_[p].unallocated + (p == sink_pool ? sink_.allocated : 0);
       for (const auto& a : agents_)
         if (a.pool == p)
@@ -215,12 +261,21 @@ private:
         fail("agent {} charge count {}, model {}", i, m.consumption_count, a.charges);
       if (a.allocated != a.remaining + a.used + a.reserved)
         fail("model: agent {} not conserved", i);
+      if (!a.removed && coord_->agent_priority(a.id) != a.priority)
+        fail("agent {} priority {}, model {}", i, coord_->agent_priority(a.id), a.priority);
+      const std::string guide = coord_->service_level(a.id).name;
+      const std::string edge = coord_->service_level(a.id, edge_table_).name;
+      const std::string& guide_want = guide_levels.level_for(a.remaining, a.allocated);
+      const std::string& edge_want = edge_levels.level_for(a.remaining, a.allocated);
+      if (guide != guide_want || edge != edge_want)
+        fail("agent {} service levels {} and {}, model {} and {}", i, guide, edge, guide_want,
+             edge_want);
     }
   }
 
   // ---- operations ----
   void apply_one() {
-    switch (next() % 15) {
+    switch (next() % 19) {
     case 0:
       return create_agent();
     case 1:
@@ -247,6 +302,14 @@ private:
       return allocate();
     case 14:
       return stash();
+    case 15:
+      return emergency();
+    case 16:
+      return set_priority();
+    case 17:
+      return set_period();
+    case 18:
+      return tick();
     default:
       return toggle_monitor();
     }
@@ -737,6 +800,228 @@ private:
     }
   }
 
+  // The guide's emergency grant under the default `EmergencyPolicy`: priority 7 or more gets all
+  // it asks, a reason mentioning "critical" (in any case) half of it rounded down, anything else
+  // nothing. The money comes from the agent's own pool first, then from pools of lower priority,
+  // lowest first (ties: lower id), each giving what it has; a pool that gives moves that much of
+  // its initial budget with it.
+  void emergency() {
+    op_ = "emergency_allocation";
+    const auto i = agent_index();
+    const i128 x = amount();
+    static constexpr const char* reasons[] = {"critical outage", "routine top-up", "a CrItIcAl bug",
+                                              ""};
+    const std::string reason = reasons[next() % 4];
+    if (!i)
+      return;
+    ModelAgent& a = agents_[*i];
+    const char* want = nullptr;
+    if (x <= 0 || reason.empty())
+      want = "InvalidArgument";
+    else if (a.removed)
+      want = "UnknownAgent";
+    std::string lower = reason;
+    for (char& c : lower)
+      c = c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+    const bool full = a.priority >= 7;
+    const bool critical = lower.find("critical") != std::string::npos;
+    i128 approved = 0;
+    if (full)
+      approved = x;
+    else if (critical)
+      approved = x * 500'000 / 1'000'000; // x > 0 here: division rounds down
+    // Where it comes from: own pool, then lower priorities, lowest first, then lower id.
+    std::vector<std::size_t> order;
+    for (std::size_t p = 0; p < pools_.size(); ++p)
+      if (p != a.pool && pools_[p].priority < pools_[a.pool].priority)
+        order.push_back(p);
+    std::sort(order.begin(), order.end(), [&](std::size_t p, std::size_t q) {
+      return pools_[p].priority != pools_[q].priority ? pools_[p].priority < pools_[q].priority
+                                                      : pools_[p].id.value() < pools_[q].id.value();
+    });
+    order.insert(order.begin(), a.pool);
+    std::vector<std::pair<std::size_t, i128>> sources;
+    i128 granted = 0;
+    for (std::size_t p : order) {
+      const i128 take = std::min(pools_[p].unallocated, approved - granted);
+      if (take > 0) {
+        sources.emplace_back(p, take);
+        granted += take;
+      }
+    }
+    if (!want && granted > 0 && a.allocated + granted > max_account)
+      want = "AmountOverflow";
+    safeguards::EmergencyGrant got;
+    expect_throw([&] { got = coord_->emergency_allocation(a.id, dec(x), reason); }, want);
+    if (want)
+      return;
+    const char* decision = full ? "approved in full" : critical ? "approved 0.5" : "denied";
+    bool same = raw(got.requested) == x && raw(got.approved) == approved &&
+                raw(got.granted) == granted && got.sources.size() == sources.size() &&
+                got.decision.starts_with(decision);
+    for (std::size_t k = 0; same && k < sources.size(); ++k)
+      same = got.sources[k].pool == pools_[sources[k].first].id &&
+             raw(got.sources[k].amount) == sources[k].second;
+    if (!same) {
+      std::string got_from, want_from;
+      for (const auto& source : got.sources)
+        got_from += fmt::format(" {}:{}", source.pool.value(), source.amount.to_string());
+      for (const auto& [p, take] : sources)
+        want_from += fmt::format(" {}:{}", pools_[p].id.value(), str(take));
+      fail("requested {} approved {} granted {} from pools{} \"{}\"; model {} {} {} from "
+           "pools{} \"{}\"",
+           got.requested.to_string(), got.approved.to_string(), got.granted.to_string(), got_from,
+           got.decision, str(x), str(approved), str(granted), want_from, decision);
+    }
+    for (const auto& [p, take] : sources) {
+      if (p != a.pool) { // another pool's money moves with its share of the initial budget
+        pools_[p].initial -= take;
+        pools_[a.pool].initial += take;
+      }
+      pools_[p].unallocated -= take;
+      a.allocated += take;
+      a.remaining += take;
+    }
+  }
+
+  // An agent's or a pool's priority, 0 and 11 included (out of range: `InvalidPriority`).
+  void set_priority() {
+    op_ = "set_priority";
+    const std::uint8_t target = next();
+    const int priority = next() % 12;
+    const bool valid = priority >= safeguards::min_priority && priority <= safeguards::max_priority;
+    if (target % 2 == 1) {
+      op_ = "set_pool_priority";
+      ModelPool& p = pools_[target / 2 % pools_.size()];
+      expect_throw([&] { coord_->set_pool_priority(p.id, priority); },
+                   valid ? nullptr : "InvalidArgument");
+      if (valid)
+        p.priority = priority;
+      return;
+    }
+    if (agents_.empty())
+      return;
+    ModelAgent& a = agents_[target / 2 % agents_.size()];
+    const char* want = a.removed ? "UnknownAgent" : valid ? nullptr : "InvalidArgument";
+    expect_throw([&] { coord_->set_priority(a.id, priority); }, want);
+    if (!want)
+      a.priority = priority;
+  }
+
+  // Gives an agent or a pool a period of fixed length (`BudgetPeriod::every`, from the clock's
+  // epoch), or takes it away. Its window starts at the period containing now; nothing is reset.
+  void set_period() {
+    op_ = "set_period";
+    const std::uint8_t target = next();
+    const std::uint8_t k = next();
+    static constexpr std::int64_t hour = 3'600'000'000'000;
+    static constexpr std::int64_t lengths[] = {hour, 3 * hour, 24 * hour};
+    const std::int64_t length = lengths[k / 4 % 3];
+    const std::int64_t now = clock_.now().time_since_epoch().count();
+    const ModelPeriod period{length, now - now % length};
+    if (target % 2 == 1) {
+      std::size_t p = target / 2 % pools_.size();
+      if (p == sink_pool) // the sink's balance is the nested observers' business
+        p = 0;
+      const std::uint64_t key = pools_[p].id.value();
+      if (k % 4 == 0) {
+        op_ = "clear_period(pool)";
+        if (periods_->clear_period(pools_[p].id) != (pool_periods_.erase(key) != 0))
+          fail("clear_period disagrees on whether pool {} had a period", p);
+        return;
+      }
+      op_ = "set_period(pool)";
+      expect_throw([&] { periods_->set_period(pools_[p].id, BudgetPeriod::every(ns(length))); },
+                   nullptr);
+      pool_periods_[key] = period;
+      return;
+    }
+    if (agents_.empty())
+      return;
+    const std::size_t i = target / 2 % agents_.size();
+    const std::uint64_t key = agents_[i].id.value();
+    if (k % 4 == 0) {
+      op_ = "clear_period(agent)";
+      if (periods_->clear_period(agents_[i].id) != (agent_periods_.erase(key) != 0))
+        fail("clear_period disagrees on whether agent {} had a period", i);
+      return;
+    }
+    op_ = "set_period(agent)";
+    expect_throw([&] { periods_->set_period(agents_[i].id, BudgetPeriod::every(ns(length))); },
+                 agents_[i].removed ? "UnknownAgent" : nullptr);
+    if (!agents_[i].removed)
+      agent_periods_[key] = period;
+  }
+
+  // Moves the clock on (by nothing, half an hour, an hour, three hours, a day or a week) and
+  // lets `tick()` reset every period that has ended, pools first, then agents, each in id order
+  // and once however many boundaries were passed. A pool's reset forgives its live agents' usage
+  // and returns its removed agents' usage to its unallocated budget; a removed agent loses its
+  // period instead of being reset.
+  void tick() {
+    op_ = "tick";
+    static constexpr std::int64_t minute = 60'000'000'000;
+    static constexpr std::int64_t steps[] = {
+        0, 30 * minute, 60 * minute, 180 * minute, 1440 * minute, 7 * 1440 * minute};
+    clock_.advance(ns(steps[next() % 6]));
+    const std::int64_t now = clock_.now().time_since_epoch().count();
+    // Whether the period has ended; if so, moves its window to the period containing now.
+    auto due = [now](ModelPeriod& period) {
+      if (period.start + period.length > now)
+        return false;
+      period.start = now - now % period.length;
+      return true;
+    };
+    std::size_t resets = 0;
+    for (auto& [key, period] : pool_periods_) {
+      if (!due(period))
+        continue;
+      ++resets;
+      for (ModelAgent& a : agents_) {
+        if (a.pool != pool_index(key))
+          continue;
+        if (a.removed) {
+          a.allocated -= a.used;
+          pools_[a.pool].unallocated += a.used;
+        } else {
+          a.remaining += a.used;
+        }
+        a.used = 0;
+      }
+    }
+    for (auto it = agent_periods_.begin(); it != agent_periods_.end();) {
+      ModelAgent& a = agents_[agent_index_of(it->first)];
+      if (!due(it->second)) {
+        ++it;
+      } else if (a.removed) {
+        it = agent_periods_.erase(it);
+      } else {
+        ++resets;
+        a.remaining += a.used;
+        a.used = 0;
+        ++it;
+      }
+    }
+    std::size_t got = 0;
+    expect_throw([&] { got = periods_->tick(); }, nullptr);
+    if (got != resets)
+      fail("tick reset {} periods, model {}", got, resets);
+  }
+
+  std::size_t agent_index_of(std::uint64_t id) const {
+    for (std::size_t i = 0; i < agents_.size(); ++i)
+      if (agents_[i].id.value() == id)
+        return i;
+    return agents_.size();
+  }
+
+  std::size_t pool_index(std::uint64_t id) const {
+    for (std::size_t p = 0; p < pools_.size(); ++p)
+      if (pools_[p].id.value() == id)
+        return p;
+    return pools_.size();
+  }
+
   std::span<const std::uint8_t> bytes_;
   std::size_t pos_ = 0;
   std::size_t step_ = 0;
@@ -754,6 +1039,9 @@ private:
   std::vector<ModelAgent> agents_;
   std::vector<ModelReservation> model_reservations_;
   std::map<std::size_t, ModelReservation> slots_; // agent index -> the reservation in its slot
+  safeguards::BasicBudgetPeriods<Coordinator>* periods_ = nullptr;
+  std::map<std::uint64_t, ModelPeriod> agent_periods_, pool_periods_; // by id, as tick() goes
+  safeguards::ServiceLevels edge_table_ = edge_levels.table();
   std::size_t events_ = 0;
   Event last_{};
 };
