@@ -66,7 +66,7 @@ TEST_CASE("allocate applies the guide's priority example to a pool, exactly", "[
   CHECK(records.back().new_budget == 34.615385_d);
 }
 
-TEST_CASE("allocate(pool) uses the coordinator's policy; FixedAllocation moves nothing",
+TEST_CASE("allocate(pool) uses the coordinator's policy - FixedAllocation moves nothing",
           "[allocation]") {
   Fixture f({9, 1});
   f.coord.update_budget(f.agents[0], 100_d, "by hand");
@@ -197,7 +197,7 @@ TEST_CASE("the rest comes from lower-priority pools, lowest first, never from eq
   CHECK(records.back().new_budget == 170_d);
 }
 
-TEST_CASE("a critical reason gets half, rounded down; anything else is denied", "[emergency]") {
+TEST_CASE("a critical reason gets half, rounded down - anything else is denied", "[emergency]") {
   Pools w;
   AgentId a =
       w.coord.create_agent({.name = "a", .initial_budget = 0_d, .priority = 3, .pool = w.high});

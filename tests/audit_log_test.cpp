@@ -479,7 +479,7 @@ TEST_CASE("random strings round-trip through to_json_line and read_audit_log: va
   }
 }
 
-TEST_CASE("read_audit_log never throws on garbage; damage to some lines loses only those",
+TEST_CASE("read_audit_log never throws on garbage - damage to some lines loses only those",
           "[audit][reader][garbage]") {
   TempDir dir;
   const auto path = dir.file("audit.jsonl");
@@ -658,7 +658,7 @@ TEST_CASE("a sink that opens a file ending in a torn record starts a new line fi
   }
 }
 
-TEST_CASE("a record cut short by a file-size limit is ended; the next one gets a line of its own",
+TEST_CASE("a record cut short by a file-size limit is ended - the next one gets a line of its own",
           "[audit][sink]") {
   TempDir dir;
   const auto path = dir.file("audit.jsonl");
@@ -730,7 +730,7 @@ TEST_CASE("a record cut short by a file-size limit is ended; the next one gets a
   }
 }
 
-TEST_CASE("a full disk (/dev/full) is an IoError; other sinks go on", "[audit][sink]") {
+TEST_CASE("a full disk (/dev/full) is an IoError - other sinks go on", "[audit][sink]") {
   if (!std::filesystem::exists("/dev/full")) {
     WARN("/dev/full does not exist here: skipped");
     return;

@@ -111,7 +111,7 @@ TEMPLATE_TEST_CASE("add_consumptions on [10 first, 20 second] with 6 and 2 leave
   CHECK(b.consumptions()[1].source() == "batch");
 }
 
-TEST_CASE("matching needs unit and kind; every matching limit is decremented", "[budget]") {
+TEST_CASE("matching needs unit and kind - every matching limit is decremented", "[budget]") {
   ManualClock clock;
   BasicBudget<Decimal, ManualClock> b{10s,
                                       {Consumption::token(100, "gpt-4o"),

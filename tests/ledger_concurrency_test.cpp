@@ -19,7 +19,7 @@ namespace {
 using Cell = detail::AtomicCell;
 } // namespace
 
-TEST_CASE("a debit that fits waits for the account's owner; a refused one does not",
+TEST_CASE("a debit that fits waits for the account's owner - a refused one does not",
           "[ledger][concurrency]") {
   InMemoryLedger<Decimal> ledger;
   auto h = ledger.open(10_d);

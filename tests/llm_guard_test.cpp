@@ -428,7 +428,7 @@ TEST_CASE("commit_reserved charges everything set aside") {
   CHECK(rec.money.refunded == Decimal(0));
 }
 
-TEST_CASE("a committed guard refuses further use; an impossible report leaves it active") {
+TEST_CASE("a committed guard refuses further use - an impossible report leaves it active") {
   World w;
   Guard g(w.ctx(), {.prompt_tokens = 10, .max_completion_tokens = 10});
   CHECK_THROWS_AS(g.commit({.prompt_tokens = 5, .cached_prompt_tokens = 6}), InvalidArgument);
@@ -440,7 +440,7 @@ TEST_CASE("a committed guard refuses further use; an impossible report leaves it
   CHECK(g.should_stop());
 }
 
-TEST_CASE("guards move; only the last owner records the call") {
+TEST_CASE("guards move - only the last owner records the call") {
   World w;
   std::vector<Guard> guards;
   guards.push_back(Guard(w.ctx(), {.prompt_tokens = 10, .max_completion_tokens = 10}));
@@ -559,7 +559,7 @@ TEST_CASE("atomically: reads and a hold as one step, on a Budget and a SharedBud
   CHECK_FALSE(shared.try_consume(Consumption::token(1, "m"), "other"));
 }
 
-TEST_CASE("usage deltas add up; a delta is checked against the running total") {
+TEST_CASE("usage deltas add up - a delta is checked against the running total") {
   World w;
   Guard g(w.ctx(), {.prompt_tokens = 100, .max_completion_tokens = 50});
   g.add_usage({.prompt_tokens = 100});

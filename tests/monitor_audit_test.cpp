@@ -1341,7 +1341,7 @@ TEST_CASE("violations and audit records carry the agent's name", "[violation][au
 }
 
 TEST_CASE("MonitorOptions: a change reads the clock only when a monitor of its agent reads "
-          "timestamps; violations are stamped either way",
+          "timestamps - violations are stamped either way",
           "[monitor][timestamp]") {
   Harness h;
   h.clock.set(at(5s));

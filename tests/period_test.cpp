@@ -470,7 +470,7 @@ TEST_CASE("periods: an agent with its own period in a pool with one is reset at 
   CHECK(periods.tick() == 0);
 }
 
-TEST_CASE("periods: setting a period resets nothing; replacing it starts a new window",
+TEST_CASE("periods: setting a period resets nothing - replacing it starts a new window",
           "[period]") {
   Fixture f(on(year(2024) / 3 / 1, 8h));
   Periods periods(f.coord);
@@ -525,7 +525,7 @@ TEST_CASE("periods: a clock going back resets nothing until it passes the period
   CHECK(periods.tick() == 1);
 }
 
-TEST_CASE("periods: audit sinks may call back in; each period is still reset once",
+TEST_CASE("periods: audit sinks may call back in - each period is still reset once",
           "[period][reentrant]") {
   Fixture f(on(year(2024) / 3 / 1, 8h));
   Periods periods(f.coord);

@@ -759,7 +759,7 @@ TEST_CASE("usage_history(agent, from, to) includes both ends", "[history]") {
   CHECK(hb[0].source() == "b");
 }
 
-TEST_CASE("the history ring drops the oldest events; the aggregates stay exact", "[history]") {
+TEST_CASE("the history ring drops the oldest events - the aggregates stay exact", "[history]") {
   const auto capacity = GENERATE(as<std::size_t>{}, 1, 2, 3, 5);
   const auto events = GENERATE(as<std::size_t>{}, 0, 1, 3, 4, 11);
   ManualClock clock;
