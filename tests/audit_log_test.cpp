@@ -414,7 +414,7 @@ TEST_CASE("a record round-trips through from_json_line, other amount types and c
   CHECK(from_json_line<Decimal, ManualClock::time_point>(to_json_line(n)) == n);
 }
 
-TEST_CASE("the reader decodes \\u escapes into UTF-8, surrogate pairs included",
+TEST_CASE("the reader decodes JSON unicode escapes into UTF-8, surrogate pairs included",
           "[audit][reader][utf8]") {
   auto reason_of = [](std::string_view json_string) {
     std::string why;
