@@ -749,8 +749,8 @@ TEST_CASE("a full disk (/dev/full) is an IoError - other sinks go on", "[audit][
 namespace {
 
 // A FIFO whose reading end the test holds, shrunk to one page, so that a write to it blocks
-// until the test drains it: the way to stop a write halfway, or before it starts, on purpose.
-// Used inside a forked child only.
+// until the test drains it (the way to stop a write halfway, or before it starts, on purpose), or
+// falls short when the writer does not block; every byte written can be taken out and compared.
 struct TestPipe {
   int reader = -1;
   std::size_t capacity = 0;
@@ -791,6 +791,17 @@ struct TestPipe {
       }
     }
     return got;
+  }
+  // Everything written and not yet taken, without waiting.
+  std::string drain() const {
+    std::string got;
+    char buffer[8192];
+    for (;;) {
+      const auto n = ::read(reader, buffer, sizeof buffer);
+      if (n <= 0)
+        return got;
+      got.append(buffer, static_cast<std::size_t>(n));
+    }
   }
 };
 
@@ -923,37 +934,6 @@ TEST_CASE("a write interrupted by a signal before writing anything is retried", 
 
 namespace {
 
-// A FIFO whose reading end the test holds without blocking: every byte the sink writes can be
-// taken out and compared, and the test decides how much room the pipe has, which is how a write
-// is made to fall short in the same process, without root or a special file system.
-struct ReadableFifo {
-  std::string path;
-  int reader = -1;
-
-  explicit ReadableFifo(std::string path_) : path(std::move(path_)) {
-    if (::mkfifo(path.c_str(), 0600) == 0)
-      reader = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  }
-  ~ReadableFifo() {
-    if (reader >= 0)
-      ::close(reader);
-  }
-  ReadableFifo(const ReadableFifo&) = delete;
-  ReadableFifo& operator=(const ReadableFifo&) = delete;
-
-  // Everything written and not yet taken.
-  std::string drain() const {
-    std::string got;
-    char buffer[8192];
-    for (;;) {
-      const auto n = ::read(reader, buffer, sizeof buffer);
-      if (n <= 0)
-        return got;
-      got.append(buffer, static_cast<std::size_t>(n));
-    }
-  }
-};
-
 // The descriptor a sink opened on `path`: the only write-only one of this process on that file,
 // or -1 when there is not exactly one. The sink keeps it to itself; the test needs it to make the
 // sink's writes non-blocking, so that a full pipe shortens them instead of making them wait.
@@ -1008,11 +988,13 @@ TEST_CASE("a record cut short twice in a row is an IoError and both torn copies 
     return;
   }
   TempDir dir;
-  ReadableFifo fifo(dir.file("audit.fifo"));
+  const auto fifo_path = dir.file("audit.fifo");
+  REQUIRE(::mkfifo(fifo_path.c_str(), 0600) == 0);
+  TestPipe fifo(fifo_path);
   REQUIRE(fifo.reader >= 0);
   REQUIRE(::fcntl(fifo.reader, F_SETPIPE_SZ, static_cast<int>(page)) == static_cast<int>(page));
   {
-    const int filler = ::open(fifo.path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    const int filler = ::open(fifo_path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
     REQUIRE(filler >= 0);
     REQUIRE(::write(filler, "\n", 1) == 1); // a blank line, which the reader skips
     ::close(filler);                        // the byte stays: the test still holds the reader
@@ -1021,14 +1003,14 @@ TEST_CASE("a record cut short twice in a row is an IoError and both torn copies 
   const auto line = to_json_line(record);
   REQUIRE(line.size() == page + tail);
 
-  JsonLinesAuditSink sink(fifo.path);
-  const int fd = write_descriptor_of(fifo.path);
+  JsonLinesAuditSink sink(fifo_path);
+  const int fd = write_descriptor_of(fifo_path);
   REQUIRE(fd >= 0);
   REQUIRE(::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK) == 0);
   CHECK_THROWS_WITH(sink(record), Catch::Contains("a record was cut short twice") &&
                                       Catch::Contains(fmt::format("({} of {} bytes written)", tail,
                                                                   line.size())) &&
-                                      Catch::Contains(fifo.path));
+                                      Catch::Contains(fifo_path));
   std::string written = fifo.drain();
   CHECK(written == "\n" + line.substr(0, tail) + "\n" + line.substr(0, tail) + "\n");
 
@@ -1052,17 +1034,19 @@ TEST_CASE("a durable sink whose fsync fails throws IoError after writing the rec
   // fsync of a FIFO fails (EINVAL: nothing to make durable), for root too. The record was
   // written whole before the failure, so nothing is torn and the next record follows it.
   TempDir dir;
-  ReadableFifo fifo(dir.file("audit.fifo"));
+  const auto fifo_path = dir.file("audit.fifo");
+  REQUIRE(::mkfifo(fifo_path.c_str(), 0600) == 0);
+  TestPipe fifo(fifo_path);
   REQUIRE(fifo.reader >= 0);
-  JsonLinesAuditSink durable(fifo.path, true);
+  JsonLinesAuditSink durable(fifo_path, true);
   CHECK_THROWS_WITH(durable(change("first", "a", 1)), Catch::Contains("fsync failed") &&
-                                                          Catch::Contains(fifo.path) &&
+                                                          Catch::Contains(fifo_path) &&
                                                           Catch::Contains(std::strerror(EINVAL)));
   CHECK_THROWS_AS(durable(change("second", "a", 2)), IoError);
   CHECK(fifo.drain() ==
         to_json_line(change("first", "a", 1)) + to_json_line(change("second", "a", 2)));
   // Without `durable` there is no fsync to fail.
-  JsonLinesAuditSink plain(fifo.path);
+  JsonLinesAuditSink plain(fifo_path);
   plain(change("third", "a", 3));
   CHECK(fifo.drain() == to_json_line(change("third", "a", 3)));
 }
