@@ -333,24 +333,18 @@ public:
         return LedgerStatus::ok;
       return debit_contended(h, raw);
     } else {
-      std::lock_guard lock(h->mutex);
-      return move_out(*h, amount, &Cell::used, true);
+      return hold(h).debit(amount);
     }
   }
 
   /// Moves `amount` from remaining to reserved, unless remaining cannot cover it.
   LedgerStatus reserve(handle_type h, const Amount& amount) noexcept {
     if constexpr (lock_free) {
-      const std::int64_t raw = traits::to_raw(amount);
       // Refused without taking the account (a locked word holds the balance before the change).
-      if (auto refused = refusal(h->word.load(std::memory_order_relaxed), raw))
+      if (auto refused = refusal(h->word.load(std::memory_order_relaxed), traits::to_raw(amount)))
         return *refused;
-      Lock lock(*h);
-      return reserve_locked(lock, h, raw);
-    } else {
-      std::lock_guard lock(h->mutex);
-      return move_out(*h, amount, &Cell::reserved, false);
     }
+    return hold(h).reserve(amount);
   }
 
   /// Settles a reservation of `held` with the `actual` usage: up to `held` is charged from the
@@ -362,27 +356,12 @@ public:
   /// used back to remaining, no charge is counted (`charged` is `actual`, `refunded` is
   /// `-actual`). `reset_usage` (budget periods) relies on that; every ledger must do the same.
   Settlement<Amount> settle(handle_type h, const Amount& held, const Amount& actual) noexcept {
-    if constexpr (lock_free) {
-      Lock lock(*h);
-      return settle_locked(lock, h, traits::to_raw(held), traits::to_raw(actual));
-    } else {
-      std::lock_guard lock(h->mutex);
-      return settle_held(*h, held, actual);
-    }
+    return hold(h).settle(held, actual);
   }
 
   /// Returns a reservation's `held` amount to remaining. False when the account is closed: the
   /// caller then owns the money and must return it wherever it came from.
-  bool release(handle_type h, const Amount& held) noexcept {
-    if constexpr (lock_free) {
-      const std::int64_t raw = traits::to_raw(held);
-      Lock lock(*h);
-      return release_locked(lock, h, raw);
-    } else {
-      std::lock_guard lock(h->mutex);
-      return release_held(*h, held);
-    }
-  }
+  bool release(handle_type h, const Amount& held) noexcept { return hold(h).release(held); }
 
   /// Adds `amount` to remaining; `overflow` (nothing changes) past `max_balance()`,
   /// `invalid_amount` for a negative amount (a credit never takes money away).
