@@ -67,13 +67,37 @@ struct EchoClock {
   time_point now() const noexcept { return time_point(duration(echoed)); }
 };
 
+// The in-memory ledger without `hold`: a coordinator over it orders monitored changes with a
+// bit of the turn's own word instead of the account's hold (`TurnBitGate`), the way it would
+// over a remote ledger.
+class UnholdableLedger : private InMemoryLedger<Decimal> {
+  using Inner = InMemoryLedger<Decimal>;
+
+public:
+  using Inner::amount_type;
+  using Inner::balance;
+  using Inner::close;
+  using Inner::compare_exchange_remaining;
+  using Inner::credit;
+  using Inner::debit;
+  using Inner::handle_type;
+  using Inner::is_open;
+  using Inner::open;
+  using Inner::release;
+  using Inner::reserve;
+  using Inner::settle;
+};
+static_assert(Ledger<UnholdableLedger> && !HoldingLedger<UnholdableLedger>);
+using UnholdableCoordinator =
+    BasicBudgetCoordinator<Decimal, FixedAllocation, std::chrono::system_clock, UnholdableLedger>;
+
 } // namespace
 
-TEST_CASE("observers see each change of one agent once, in ledger order, while consumers do not "
-          "wait for them",
-          "[monitor][concurrency][order]") {
+TEMPLATE_TEST_CASE("observers see each change of one agent once, in ledger order, while "
+                   "consumers do not wait for them",
+                   "[monitor][concurrency][order]", BudgetCoordinator, UnholdableCoordinator) {
   const std::uint64_t n = ops();
-  BudgetCoordinator coord;
+  TestType coord;
   const AgentId agent = coord.create_agent({.name = "watched", .initial_budget = 1'000'000_d});
 
   // Unsynchronised on purpose: observers of one agent are called one at a time (ThreadSanitizer
@@ -158,12 +182,13 @@ TEST_CASE("observers see each change of one agent once, in ledger order, while c
   CHECK(coord.check_invariants().empty());
 }
 
-TEST_CASE("observers of a busy agent: a consumer hands its event over instead of waiting",
-          "[monitor][concurrency][order]") {
+TEMPLATE_TEST_CASE("observers of a busy agent: a consumer hands its event over instead of "
+                   "waiting",
+                   "[monitor][concurrency][order]", BudgetCoordinator, UnholdableCoordinator) {
   // The first consumer's observer blocks until the second consumer has returned: with the
   // change serialised behind the observer (a per-agent mutex held across delivery) the second
   // consume could not return and this would hang.
-  BudgetCoordinator coord;
+  TestType coord;
   const AgentId agent = coord.create_agent({.name = "a", .initial_budget = 100_d});
   std::atomic<bool> first_delivering{false};
   std::atomic<bool> second_returned{false};

@@ -82,10 +82,12 @@ concept Ledger = requires(L& ledger, typename L::handle_type h, typename L::amou
 /// A `Ledger` whose account one writer can hold for several operations: `ledger.hold(h)`
 /// returns an object with `balance()`, `debit`, `reserve`, `settle` and `release` (the account's
 /// operations without the handle), all `noexcept`, published together when it is destroyed.
-/// Optional: a coordinator over such a ledger reads the balance a monitored change starts from in
-/// the same hold as the change (exact, one locked instruction for both); over any other ledger
-/// it reads the balance, then makes the change (the agent's gate keeps its other monitored
-/// changes out meanwhile, not a management call such as `update_budget`).
+/// Optional: a coordinator over such a ledger makes the hold the gate of an agent's monitored
+/// changes, so that the balance a change starts from is read with the change (exact, and one
+/// locked instruction for the gate, the read and the change). Over any other ledger the gate is
+/// a word of the coordinator's own: it reads the balance, then makes the change (the gate keeps
+/// the agent's other monitored changes out meanwhile, not a management call such as
+/// `update_budget`).
 template <class L>
 concept HoldingLedger = Ledger<L> &&
     requires(L& ledger, typename L::handle_type h, const typename L::amount_type& a) {

@@ -1,4 +1,4 @@
-// safeguards: the account of one monitored change, held for the change's few instructions.
+// safeguards: an account's operations without its handle, for a ledger that cannot hold one.
 // SPDX-License-Identifier: MIT
 #pragma once
 
@@ -28,16 +28,6 @@ private:
   L& ledger_;
   typename L::handle_type h_;
 };
-
-// The account `h` held for a monitored change: the ledger's own hold when it has one, so that the
-// balance the change starts from is read in the same locked instruction as the change.
-template <Ledger L>
-auto hold_account(L& ledger, typename L::handle_type h) noexcept {
-  if constexpr (HoldingLedger<L>)
-    return ledger.hold(h);
-  else
-    return ForwardedHold<L>(ledger, h);
-}
 
 } // namespace detail
 } // namespace v1

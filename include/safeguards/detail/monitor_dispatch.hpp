@@ -15,8 +15,8 @@ namespace detail {
 // Reports the exception in flight as a `MonitorFailure` violation. Balances never depend on a
 // monitor's success; `on_sink_failure()` counts a violation sink that threw in turn.
 template <class Event, class Reporter, class OnSinkFailure>
-void report_monitor_failure(const Event& e, const Reporter& r,
-                            OnSinkFailure&& on_sink_failure) noexcept {
+[[gnu::noinline, gnu::cold]] void report_monitor_failure(const Event& e, const Reporter& r,
+                                                         OnSinkFailure&& on_sink_failure) noexcept {
   std::string what = "unknown exception";
   try {
     throw;
@@ -38,7 +38,7 @@ template <class Entry, class Event, class Reporter, class OnSinkFailure>
 bool run_check(const Entry& m, const Event& e, const Reporter& r,
                OnSinkFailure&& on_sink_failure) noexcept {
   try {
-    return m.check(e, r);
+    return m.call_check(e, r);
   } catch (...) {
     report_monitor_failure(e, r, on_sink_failure);
     return false;
@@ -53,7 +53,7 @@ void notify(const List& monitors, const Event& e, const Reporter& r,
     if (!m->observe || !m->is_active())
       continue;
     try {
-      m->observe(e, r);
+      m->call_observe(e, r);
     } catch (...) {
       report_monitor_failure(e, r, on_sink_failure);
     }

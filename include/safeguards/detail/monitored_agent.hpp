@@ -5,9 +5,11 @@
 #include <atomic>
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <safeguards/detail/monitor_registry.hpp>
 #include <safeguards/detail/serial_notifier.hpp>
 #include <safeguards/detail/usage_history.hpp>
+#include <type_traits>
 #include <utility>
 
 namespace safeguards {
@@ -28,10 +30,16 @@ struct StampedEvent {
 template <class Event, class Entry, class Amount, class TimePoint>
 struct MonitoredAgent {
   using List = MonitorList<Entry>;
+  using Reporter = typename Entry::reporter_type;
   explicit MonitoredAgent(std::size_t history_capacity) : history(history_capacity) {}
 
   SerialNotifier<StampedEvent<Event>, List> turn;
   UsageHistory<Amount, TimePoint> history;
+  // The reporter of events without a timestamp (which stamps violations when they are
+  // reported): the same for every such event of the agent, so made once, when the agent gets its
+  // first monitor, instead of stored field by field for each event ahead of the locked
+  // instruction that gives the turn up.
+  std::optional<Reporter> unstamped_reporter;
 };
 
 // An owning pointer created at most once, under the coordinator's lock, and read without any
