@@ -2,9 +2,9 @@
 // that ratios come from one run on one machine state. See docs/performance.md.
 //
 //   floor/atomic_fetch_add            bare std::atomic<int64_t>::fetch_add (1 and 2 threads)
-//   floor/observer_three_locked       the monitored path's locked instructions and an empty
-//   floor/observer_two_locked         std::function call, nothing else (today's protocol, and
-//                                     one with the turn in the balance's word)
+//   floor/observer_three_locked       an observed consume's locked instructions and an empty
+//   floor/observer_two_locked         std::function call, nothing else (the protocol before
+//                                     520754b, and today's two)
 //   coordinator/try_consume           uncontended, lock-free path
 //   coordinator/try_consume_one_agent 2 threads on one agent
 //   coordinator/try_consume_two_agents 2 threads, one agent each
@@ -74,9 +74,10 @@ BENCHMARK(floor_atomic_fetch_add)->Name("floor/atomic_fetch_add")->Threads(2)->U
 
 // The floor of delivering one event in order, on one thread, with nothing else done: the locked
 // instructions of the monitored path and an empty observer called through `std::function`.
-// `three_locked` is today's protocol (take the gate and the turn; the debit; give the turn up),
-// `two_locked` one whose gate is the debit's own word. The observer's ratio to `try_consume`
-// cannot fall below these rows' ratio. See docs/performance.md.
+// `three_locked` is the protocol before 520754b (take the gate and the turn; the debit; give the
+// turn up), `two_locked` today's count (the gate with the debit and the turn; give the turn up).
+// The observer's ratio to `try_consume` cannot fall below the second row's. See
+// docs/performance.md.
 struct alignas(64) FloorLine {
   std::atomic<std::uint64_t> word{std::uint64_t{1} << 40};
 };
