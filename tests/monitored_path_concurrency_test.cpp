@@ -93,12 +93,16 @@ using UnholdableCoordinator =
 
 } // namespace
 
+// The two tests below are templates, and spell amounts `Decimal(n)` rather than `n_d`: clang 14
+// leaves a `consteval` literal operator called from a template uncalled at compile time and
+// emits a call to it, which does not link.
 TEMPLATE_TEST_CASE("observers see each change of one agent once, in ledger order, while "
                    "consumers do not wait for them",
                    "[monitor][concurrency][order]", BudgetCoordinator, UnholdableCoordinator) {
   const std::uint64_t n = ops();
   TestType coord;
-  const AgentId agent = coord.create_agent({.name = "watched", .initial_budget = 1'000'000_d});
+  const AgentId agent =
+      coord.create_agent({.name = "watched", .initial_budget = Decimal(1'000'000)});
 
   // Unsynchronised on purpose: observers of one agent are called one at a time (ThreadSanitizer
   // checks it), and the flag turns an overlap into a failure in builds without it.
@@ -147,8 +151,8 @@ TEMPLATE_TEST_CASE("observers see each change of one agent once, in ledger order
 
   // An unbroken chain from the initial balance to the final one: each event's `before` is the
   // previous event's `after`, so events arrive in the order the ledger made the changes.
-  CHECK(events.front().remaining_before == 1'000'000_d);
-  CHECK(events.front().used_before == 0_d);
+  CHECK(events.front().remaining_before == Decimal(1'000'000));
+  CHECK(events.front().used_before == Decimal(0));
   CHECK(events.back().remaining_after == m.remaining_budget);
   CHECK(events.back().used_after == m.used_budget);
   std::size_t broken = 0, wrong = 0;
@@ -189,7 +193,7 @@ TEMPLATE_TEST_CASE("observers of a busy agent: a consumer hands its event over i
   // change serialised behind the observer (a per-agent mutex held across delivery) the second
   // consume could not return and this would hang.
   TestType coord;
-  const AgentId agent = coord.create_agent({.name = "a", .initial_budget = 100_d});
+  const AgentId agent = coord.create_agent({.name = "a", .initial_budget = Decimal(100)});
   std::atomic<bool> first_delivering{false};
   std::atomic<bool> second_returned{false};
   std::atomic<int> delivered{0};
@@ -197,7 +201,7 @@ TEMPLATE_TEST_CASE("observers of a busy agent: a consumer hands its event over i
   auto blocking = coord.add_monitor(agent, [&](const Event& e) {
     amounts.push_back(e.amount);
     delivered.fetch_add(1);
-    if (e.amount == 1_d) {
+    if (e.amount == Decimal(1)) {
       first_delivering.store(true);
       while (!second_returned.load())
         std::this_thread::yield();
@@ -206,19 +210,20 @@ TEMPLATE_TEST_CASE("observers of a busy agent: a consumer hands its event over i
   ConsumeStatus statuses[2] = {};
   on_threads(2, [&](int t) {
     if (t == 0) {
-      statuses[0] = coord.try_consume(agent, 1_d).status();
+      statuses[0] = coord.try_consume(agent, Decimal(1)).status();
     } else {
       while (!first_delivering.load())
         std::this_thread::yield();
-      statuses[1] = coord.try_consume(agent, 2_d).status();
+      statuses[1] = coord.try_consume(agent, Decimal(2)).status();
       second_returned.store(true);
     }
   });
   CHECK(statuses[0] == ConsumeStatus::ok);
   CHECK(statuses[1] == ConsumeStatus::ok);
   CHECK(delivered.load() == 2);
-  CHECK(amounts == std::vector<Decimal>{1_d, 2_d}); // the second, by the first thread, after
-  CHECK(coord.get_budget(agent) == 97_d);
+  CHECK(amounts ==
+        std::vector<Decimal>{Decimal(1), Decimal(2)}); // the second, by the first thread, after
+  CHECK(coord.get_budget(agent) == Decimal(97));
   CHECK(coord.check_invariants().empty());
 }
 
