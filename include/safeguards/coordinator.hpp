@@ -1491,17 +1491,24 @@ private:
   // runs no monitor) is compiled as one function, its kind a constant. Each call it made out of
   // line saved and restored registers on the stack, and its two locked instructions wait for
   // stores ahead of them: with the rest of issue 12's second pass, an observed consume went from
-  // 360 instructions and 31 ns to 197 and 19 (docs/performance.md). Not for the other amount
+  // 350 instructions and 31 ns to 197 and 19 (docs/performance.md). Not for the other amount
   // types, whose arithmetic (Boost.Multiprecision) would be inlined whole; `change_slow` and the
   // rare paths below keep their own calls.
   template <UsageKind Kind>
   [[gnu::noinline, gnu::flatten]] ConsumeResult
   change_monitored_in_one_piece(AgentState& a, const Amount& amount) noexcept {
     Monitored* m = a.monitored.get();
-    if (m && a.monitor_count.load(std::memory_order_acquire) != 0 && m->turn.checks() == 0 &&
-        !detail::OrderLock::this_thread_holds_any()) [[likely]]
+    if (m && a.monitor_count.load(std::memory_order_acquire) != 0 && observed_only(*m)) [[likely]]
       return change_observed(a, *m, Kind, amount);
     return change_slow(a, Kind, amount);
+  }
+
+  // Whether a monitored change of `m`'s agent may be made at once and its event handed over.
+  // Observers alone do not need the turn before the change; checks do, and so does a thread
+  // already running monitors, which must get `reentrant_call` or `would_deadlock` instead of its
+  // change being queued behind the event it is handling.
+  static bool observed_only(const Monitored& m) noexcept {
+    return m.turn.checks() == 0 && !detail::OrderLock::this_thread_holds_any();
   }
 
   [[gnu::noinline]] ConsumeResult change_slow(AgentState& a, UsageKind kind,
@@ -1514,10 +1521,7 @@ private:
         record_history(m, kind, amount, clock_.now());
       return detail::to_consume_status(status);
     }
-    // Observers alone do not need the turn before the change; checks do, and so does a thread
-    // already running monitors, which must get `reentrant_call` or `would_deadlock` instead of
-    // its change being queued behind the event it is handling.
-    if (m->turn.checks() == 0 && !detail::OrderLock::this_thread_holds_any())
+    if (observed_only(*m))
       return change_observed(a, *m, kind, amount);
     return change_checked(a, *m, kind, amount);
   }
