@@ -12,6 +12,7 @@
 #include <safeguards/coordinator.hpp>
 #include <set>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 using namespace safeguards;
@@ -493,4 +494,31 @@ TEST_CASE("an event's balances are of one instant even when the budget changes m
   CHECK(impossible.load() == 0);
   INFO(events.load() << " events");
   CHECK(coord.check_invariants().empty());
+}
+
+// The slot a change's event is made in keeps no flag of its own for events without a destructor
+// (whether it holds one is what the change says, see `detail::EventSlot`), so the flag it keeps
+// for the others must still destroy exactly the event it was given.
+TEST_CASE("an event slot destroys the event it was given, and nothing when it was given none",
+          "[monitor][storage]") {
+  struct Counted {
+    int* destroyed;
+    explicit Counted(int* d) : destroyed(d) {}
+    Counted(const Counted&) = delete;
+    Counted& operator=(const Counted&) = delete;
+    ~Counted() { ++*destroyed; }
+  };
+  static_assert(!std::is_trivially_destructible_v<Counted>);
+  static_assert(sizeof(detail::EventSlot<std::int64_t>) == sizeof(std::int64_t),
+                "an event without a destructor is stored without a flag");
+  int destroyed = 0;
+  { const detail::EventSlot<Counted> empty; }
+  CHECK(destroyed == 0);
+  {
+    detail::EventSlot<Counted> full;
+    full.emplace(&destroyed);
+    CHECK((*full).destroyed == &destroyed);
+    CHECK(destroyed == 0);
+  }
+  CHECK(destroyed == 1);
 }

@@ -1374,12 +1374,22 @@ private:
 
   Gate gate_of(const AgentState& a) noexcept { return Gate(ledger_, a.account); }
 
-  // Tells the observers in `list` about `p`; run by whoever holds the agent's turn.
-  auto deliver_for(AgentState& a, const Monitored& m) noexcept {
-    return [this, &a, &m](const MonitorList* list, const Pending& p) noexcept {
-      deliver_event(a, m, list, p);
-    };
-  }
+  // What the turn of `agent` needs from the coordinator: the gate of the agent's changes and the
+  // delivery of its events. Three references, from which the gate is made where it is used: the
+  // code after the observers' calls then keeps these three in registers, where a gate and a
+  // delivery kept whole were spilled to the stack, stores in front of the locked instruction
+  // that gives the turn up.
+  struct AgentTurn {
+    BasicBudgetCoordinator& coord;
+    AgentState& agent;
+    const Monitored& monitored;
+
+    Gate gate() const noexcept { return coord.gate_of(agent); }
+    // Tells the observers in `list` about `p`; run by whoever holds the agent's turn.
+    void deliver(const MonitorList* list, const Pending& p) const noexcept {
+      coord.deliver_event(agent, monitored, list, p);
+    }
+  };
 
   void deliver_event(AgentState& a, const Monitored& m, const MonitorList* list,
                      const Pending& p) noexcept {
@@ -1401,10 +1411,7 @@ private:
     BasicBudgetCoordinator& coord;
     AgentState& agent;
     Monitored& monitored;
-    ~LeaveTurn() {
-      Gate gate = coord.gate_of(agent);
-      monitored.turn.leave(gate, coord.deliver_for(agent, monitored));
-    }
+    ~LeaveTurn() { monitored.turn.leave(AgentTurn{coord, agent, monitored}); }
   };
 
   // Makes a monitored change under the agent's gate. `change(account)` makes it on the held
@@ -1421,14 +1428,15 @@ private:
       const LedgerBalance<Amount> balance_after = account.balance();
       after();
       if (!amount)
-        return;
+        return false;
       try {
         event.emplace(Pending{make_event(a, kind, *amount, before, balance_after, now), stamp});
+        return true;
       } catch (...) { // no event rather than none delivered: the change stands
+        return false;
       }
     };
-    Gate gate = gate_of(a);
-    if (!m.turn.change(gate, route, apply, deliver_for(a, m)))
+    if (!m.turn.change(AgentTurn{*this, a, m}, route, apply))
       count_sink_failure();
   }
 
@@ -1498,9 +1506,20 @@ private:
   [[gnu::noinline, gnu::flatten]] ConsumeResult
   change_monitored_in_one_piece(AgentState& a, const Amount& amount) noexcept {
     Monitored* m = a.monitored.get();
-    if (m && a.monitor_count.load(std::memory_order_acquire) != 0 && observed_only(*m)) [[likely]]
-      return change_observed(a, *m, Kind, amount);
+    if (m && a.monitor_count.load(std::memory_order_acquire) != 0 && observed_only(*m)) [[likely]] {
+      if (!stamps(*m)) [[likely]]
+        return change_and_deliver(a, *m, Kind, amount, time_point{}, false, Turn::Route::claim);
+      return change_stamped_in_one_piece<Kind>(a, *m, amount);
+    }
     return change_slow(a, Kind, amount);
+  }
+
+  // The same with a timestamp, apart: in one function with the unstamped change, the timestamp
+  // and its flag took registers the unstamped change then spilled to the stack.
+  template <UsageKind Kind>
+  [[gnu::noinline, gnu::flatten]] ConsumeResult
+  change_stamped_in_one_piece(AgentState& a, Monitored& m, const Amount& amount) noexcept {
+    return change_and_deliver(a, m, Kind, amount, clock_.now(), true, Turn::Route::claim);
   }
 
   // Whether a monitored change of `m`'s agent may be made at once and its event handed over.
@@ -1545,31 +1564,32 @@ private:
                                    typename Turn::Route route) noexcept {
     LedgerStatus status = LedgerStatus::ok;
     auto apply = [&](auto& account, detail::EventSlot<Pending>& event) noexcept {
-      status = take_with_event(account, a, m, kind, amount, now, stamped, event);
+      return take_with_event(account, a, m, kind, amount, now, stamped, event, status);
     };
-    Gate gate = gate_of(a);
-    if (!m.turn.change(gate, route, apply, deliver_for(a, m)))
+    if (!m.turn.change(AgentTurn{*this, a, m}, route, apply))
       count_sink_failure();
     return detail::to_consume_status(status);
   }
 
   // The ledger's part of an observed consume or reserve, under the agent's gate, and its event.
+  // Returns whether `event` was filled; `status` is the ledger's answer.
   template <class Account>
-  LedgerStatus take_with_event(Account& account, AgentState& a, Monitored& m, UsageKind kind,
-                               const Amount& amount, time_point now, bool stamped,
-                               detail::EventSlot<Pending>& event) noexcept {
+  bool take_with_event(Account& account, AgentState& a, Monitored& m, UsageKind kind,
+                       const Amount& amount, time_point now, bool stamped,
+                       detail::EventSlot<Pending>& event, LedgerStatus& status) noexcept {
     const LedgerBalance<Amount> before = account.balance();
-    const LedgerStatus status = take(account, a, kind, amount);
+    status = take(account, a, kind, amount);
     if (status != LedgerStatus::ok)
-      return status;
+      return false;
     record_history(&m, kind, amount, now);
     // The balance after is worked out, not read again: this change moved exactly `amount`.
     try {
       event.emplace(Pending{
           make_event(a, kind, amount, before, would_leave(before, kind, amount), now), stamped});
+      return true;
     } catch (...) { // no event rather than none delivered: the change stands
+      return false;
     }
-    return status;
   }
 
   // A consume or reserve with veto checks (or from inside a monitor): the turn is held across
