@@ -1499,7 +1499,7 @@ private:
   // runs no monitor) is compiled as one function, its kind a constant. Each call it made out of
   // line saved and restored registers on the stack, and its two locked instructions wait for
   // stores ahead of them: with the rest of issue 12's second pass, an observed consume went from
-  // 350 instructions and 31 ns to 197 and 19 (docs/performance.md). Not for the other amount
+  // 350 instructions and 31 ns to 180 and 18 (docs/performance.md). Not for the other amount
   // types, whose arithmetic (Boost.Multiprecision) would be inlined whole; `change_slow` and the
   // rare paths below keep their own calls.
   template <UsageKind Kind>
