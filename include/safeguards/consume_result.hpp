@@ -19,8 +19,9 @@ enum class ConsumeStatus : std::uint8_t {
   invalid_amount,    ///< zero, negative or not a number
   reentrant_call,    ///< a monitor spent from an agent whose monitors this thread is running
   not_active,        ///< the reservation was already settled, released or never granted
-  would_deadlock     ///< a monitor spent from an agent whose monitors run on another thread
+  would_deadlock,    ///< a monitor spent from an agent whose monitors run on another thread
                      ///< that is waiting for this one; nothing changed
+  ledger_unavailable ///< the ledger (Redis) could not be reached; nothing was spent
 };
 
 constexpr std::string_view to_string(ConsumeStatus s) noexcept {
@@ -41,6 +42,8 @@ constexpr std::string_view to_string(ConsumeStatus s) noexcept {
     return "not active";
   case ConsumeStatus::would_deadlock:
     return "would deadlock";
+  case ConsumeStatus::ledger_unavailable:
+    return "ledger unavailable";
   }
   return "unknown";
 }

@@ -1030,6 +1030,9 @@ private:
       throw BudgetExceeded(fmt::format("safeguards: {} cannot {} {}: only {} remaining", agent,
                                        what, amount_to_string(amount),
                                        amount_to_string(get_budget(agent))));
+    case ConsumeStatus::ledger_unavailable:
+      throw LedgerUnavailable(fmt::format("safeguards: {} cannot {} {}: the ledger is unavailable",
+                                          agent, what, amount_to_string(amount)));
     default:
       throw BudgetExceeded(fmt::format("safeguards: {} cannot {} {}: {}", agent, what,
                                        amount_to_string(amount), to_string(status)));

@@ -55,6 +55,14 @@ public:
   using StdError::StdError;
 };
 
+/// A ledger kept outside this process (Redis) could not be reached, refused the credentials or
+/// answered with an error, where the operation may throw (opening an account). Balance
+/// operations, which never throw, report `LedgerStatus::unavailable` instead.
+class LedgerUnavailable : public detail::StdError<std::runtime_error> {
+public:
+  using StdError::StdError;
+};
+
 /// A value that can never be right: a negative budget, a negative duration, a zero amount, a
 /// percent outside 0..100.
 class InvalidArgument : public detail::StdError<std::invalid_argument> {

@@ -32,10 +32,11 @@ struct LedgerBalance {
 /// Why a ledger operation did not happen.
 enum class LedgerStatus : std::uint8_t {
   ok,
-  insufficient,  ///< the remaining balance cannot cover the amount; nothing changed
-  closed,        ///< the account was closed; nothing changed
-  overflow,      ///< the account cannot hold that much (see `max_balance`); nothing changed
-  invalid_amount ///< the amount is negative; nothing changed
+  insufficient,   ///< the remaining balance cannot cover the amount; nothing changed
+  closed,         ///< the account was closed; nothing changed
+  overflow,       ///< the account cannot hold that much (see `max_balance`); nothing changed
+  invalid_amount, ///< the amount is negative; nothing changed
+  unavailable     ///< a ledger outside this process (Redis) could not be reached; nothing changed
 };
 
 /// What settling a reservation did: `charged` went to used, `refunded` back to remaining (or to

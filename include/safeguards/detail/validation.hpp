@@ -64,6 +64,8 @@ constexpr ConsumeStatus to_consume_status(LedgerStatus s) noexcept {
     return ConsumeStatus::insufficient;
   case LedgerStatus::invalid_amount:
     return ConsumeStatus::invalid_amount;
+  case LedgerStatus::unavailable:
+    return ConsumeStatus::ledger_unavailable;
   }
   return ConsumeStatus::unknown_agent;
 }

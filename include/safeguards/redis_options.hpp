@@ -1,0 +1,30 @@
+// safeguards: where a Redis-backed ledger finds its server and how it names its keys.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <chrono>
+#include <string>
+
+namespace safeguards {
+inline namespace v1 {
+
+/// How a `RedisLedger` reaches Redis. Several deployments can share one server: each uses its
+/// own `key_prefix`, and an ACL user limited to `key_prefix:*` keeps one from touching another's
+/// budgets.
+///
+/// **Example**
+/// ```
+/// RedisOptions options{.host = "10.0.0.5", .user = "billing", .password = secret,
+///                      .key_prefix = "billing-prod"};
+/// ```
+struct RedisOptions {
+  std::string host = "127.0.0.1";
+  int port = 6379;
+  std::string user;                        ///< ACL user; empty: the default user
+  std::string password;                    ///< empty: no AUTH
+  std::string key_prefix = "safeguards";   ///< every key is `key_prefix:...`
+  std::chrono::milliseconds timeout{1000}; ///< to connect, and for each command
+};
+
+} // namespace v1
+} // namespace safeguards
