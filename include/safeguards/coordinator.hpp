@@ -23,6 +23,7 @@
 #include <safeguards/clock.hpp>
 #include <safeguards/consume_result.hpp>
 #include <safeguards/consumption.hpp>
+#include <safeguards/coordinator_state.hpp>
 #include <safeguards/coordinator_types.hpp>
 #include <safeguards/detail/agent_state.hpp>
 #include <safeguards/detail/in_order_delivery.hpp>
@@ -100,6 +101,7 @@ public:
   using Reservation = BasicReservation<BasicBudgetCoordinator>;
   using AllocationResult = BasicAllocationResult<Amount>;
   using EmergencyGrant = BasicEmergencyGrant<Amount>;
+  using State = BasicCoordinatorState<Amount>;
 
   explicit BasicBudgetCoordinator(CoordinatorOptions options = {}, AllocationPolicy policy = {},
                                   C clock = C{})
@@ -959,6 +961,103 @@ public:
     return add_sink(audit_sinks_, std::move(sink));
   }
 
+  // ---- saving and resuming the books -------------------------------------------------------
+
+  /// The books as values (see `BasicCoordinatorState`), for `restore` and for saving
+  /// (`sqlite_snapshot.hpp`). Taken under the coordinator's lock, so pools, allocations and
+  /// removals are of one instant, and each agent's balance is of one instant; consumes made
+  /// meanwhile on other threads can land between two agents' reads, never inside one.
+  State snapshot() const {
+    std::shared_lock lock(mutex_);
+    State state;
+    state.sequence = last_sequence_;
+    state.pools.reserve(pools_.size());
+    for (const auto& [id, p] : pools_) // a std::map: in id order
+      state.pools.push_back(
+          {p.id, p.name, p.priority, p.implicit, p.initial, p.unallocated, p.metadata});
+    state.agents.reserve(agents_.size());
+    for (std::size_t i = 0; i < agents_.size(); ++i) {
+      const AgentState& a = agents_[i];
+      const auto b = ledger_.balance(a.account);
+      state.agents.push_back({a.id, a.name, a.pool, a.priority, a.removed, a.allocated, b.remaining,
+                              b.used, b.reserved, a.overspent, charge_count(a),
+                              a.extras ? a.extras->metadata : Metadata{}});
+    }
+    return state;
+  }
+
+  /// Rebuilds the books of `state` in this coordinator, which must have no pools, agents or
+  /// monitors yet (`InvalidArgument` otherwise). Ids, names, priorities, metadata, balances and
+  /// charge counts come back as they were, and the audit sequence goes on from the state's.
+  /// Money that was reserved comes back as used: the call it was set aside for may have run,
+  /// and its `Reservation` went with the process that held it, so counting it spent is the one
+  /// choice that can never overspend (move it back with `update_budget` when you know better).
+  ///
+  /// The state is checked whole before anything changes: a breach of the books' invariants
+  /// (an edited or damaged snapshot) throws `InvalidArgument` naming the first one found, and
+  /// leaves this coordinator empty.
+  ///
+  /// **Example**
+  /// ```
+  /// BudgetCoordinator coord;
+  /// coord.restore(load_snapshot("budgets.db"));
+  /// ```
+  void restore(const State& state) {
+    std::unique_lock lock(mutex_);
+    if (!pools_.empty() || agents_.size() != 0 || !registry_.empty())
+      throw InvalidArgument(
+          "safeguards: restore needs a coordinator without pools, agents or monitors");
+    check_restorable(state);
+    for (const auto& p : state.pools) {
+      PoolState ps;
+      ps.id = p.id;
+      ps.name = p.name;
+      ps.priority = p.priority;
+      ps.metadata = p.metadata;
+      ps.implicit = p.implicit;
+      ps.initial = p.initial;
+      ps.unallocated = p.unallocated;
+      ps.created = clock_.now();
+      pools_.emplace(p.id.value(), std::move(ps));
+      next_pool_id_ = std::max(next_pool_id_, p.id.value() + 1);
+    }
+    for (const auto& s : state.agents) {
+      auto& pool = pools_.at(s.pool.value());
+      auto& a = agents_.emplace_back();
+      a.id = s.id;
+      a.name = s.name;
+      a.pool = s.pool;
+      a.priority = s.priority;
+      a.created = clock_.now();
+      a.allocated = s.allocated;
+      a.overspent = s.overspent;
+      a.removed = s.removed;
+      if (!s.metadata.empty())
+        a.extras = std::make_unique<detail::AgentExtras>(detail::AgentExtras{s.metadata, {}});
+      a.account = open_restored(s.remaining, traits::add(s.used, s.reserved), s.charges);
+      if constexpr (!ledger_counts_charges)
+        a.consume_count.store(s.charges, std::memory_order_relaxed);
+      if (s.removed) {
+        (void)ledger_.close(a.account); // remaining is zero: nothing to sweep
+      } else {
+        if (options_.history_capacity != 0) {
+          auto m = std::make_unique<Monitored>(options_.history_capacity);
+          m->unstamped_reporter.emplace(unstamped_reporter_for(a));
+          a.monitored.adopt(std::move(m));
+        }
+        agent_names_.insert(detail::NameIndex::hash(a.name), a.id.value());
+      }
+      pool.agents.push_back(a.id);
+      table_.publish(a.id.value(), &a);
+    }
+    for (const auto& [id, p] : pools_)
+      if (!p.implicit || std::any_of(p.agents.begin(), p.agents.end(), [&](AgentId agent) {
+            return !agents_[agent.value() - 1].removed;
+          }))
+        pool_names_.emplace(p.name, p.id);
+    last_sequence_ = state.sequence;
+  }
+
   /// How many times a sink threw. Such failures never affect balances.
   std::uint64_t sink_failures() const noexcept { return sink_failures_.load(); }
 
@@ -1192,6 +1291,72 @@ private:
 
   static std::string implicit_pool_name(const std::string& agent_name) {
     return "agent:" + agent_name;
+  }
+
+  // An account as a snapshot had it (remaining, used and the charge count), through the ledger's
+  // own way to open one so when it has it (`InMemoryLedger` does), else opened and charged.
+  typename L::handle_type open_restored(const Amount& remaining, const Amount& used,
+                                        std::uint64_t charges) {
+    if constexpr (requires { ledger_.open(remaining, used, charges); }) {
+      return ledger_.open(remaining, used, charges);
+    } else {
+      auto h = ledger_.open(traits::add(remaining, used));
+      if (zero() < used && ledger_.debit(h, used) != LedgerStatus::ok) {
+        (void)ledger_.close(h);
+        throw InvalidArgument("safeguards: the ledger refused to restore an account's usage");
+      }
+      return h;
+    }
+  }
+
+  // Everything `restore` relies on, checked before it changes anything.
+  void check_restorable(const State& state) const {
+    const auto bad = [](const std::string& what) {
+      throw InvalidArgument("safeguards: cannot restore: " + what);
+    };
+    std::map<std::uint64_t, Amount> allocated_by_pool;
+    std::unordered_map<std::string, PoolId> names;
+    std::uint64_t last_pool = 0;
+    for (const auto& p : state.pools) {
+      if (p.id.value() <= last_pool)
+        bad(fmt::format("pool ids out of order at {}", p.id));
+      last_pool = p.id.value();
+      detail::validate_name(p.name, "pool");
+      detail::validate_priority(p.priority, p.name);
+      detail::validate_non_negative(p.initial, "initial budget of pool", p.name);
+      detail::validate_non_negative(p.unallocated, "unallocated budget of pool", p.name);
+      if (!names.emplace(p.name, p.id).second)
+        bad(fmt::format("two pools named \"{}\"", p.name));
+      allocated_by_pool.emplace(p.id.value(), zero());
+    }
+    std::unordered_map<std::string, AgentId> live;
+    for (std::size_t i = 0; i < state.agents.size(); ++i) {
+      const auto& a = state.agents[i];
+      if (a.id.value() != i + 1)
+        bad(fmt::format("agent ids must be 1, 2, 3, ...: found {} in place {}", a.id, i + 1));
+      detail::validate_name(a.name, "agent");
+      detail::validate_priority(a.priority, a.name);
+      for (const Amount* v : {&a.allocated, &a.remaining, &a.used, &a.reserved, &a.overspent})
+        detail::validate_non_negative(*v, "budget of agent", a.name);
+      const auto pool = allocated_by_pool.find(a.pool.value());
+      if (pool == allocated_by_pool.end())
+        bad(fmt::format("agent \"{}\" is in pool {}, which is not in the state", a.name, a.pool));
+      if (traits::add(traits::add(a.remaining, a.used), a.reserved) != a.allocated)
+        bad(fmt::format("agent \"{}\": remaining + used + reserved is not its allocation", a.name));
+      if (a.removed && a.remaining != zero())
+        bad(fmt::format("removed agent \"{}\" still has a remaining budget", a.name));
+      if constexpr (requires { L::max_balance(); }) {
+        if (const auto max = L::max_balance(); max && *max < a.allocated)
+          bad(fmt::format("agent \"{}\" holds more than an account can", a.name));
+      }
+      if (!a.removed && !live.emplace(a.name, a.id).second)
+        bad(fmt::format("two agents named \"{}\"", a.name));
+      pool->second = traits::add(pool->second, a.allocated);
+    }
+    for (const auto& p : state.pools)
+      if (traits::add(p.unallocated, allocated_by_pool.at(p.id.value())) != p.initial)
+        bad(fmt::format("pool \"{}\": unallocated + what its agents hold is not its budget",
+                        p.name));
   }
 
   PoolId add_pool_locked(PoolSpec spec, bool implicit) {

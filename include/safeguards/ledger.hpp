@@ -289,6 +289,37 @@ public:
     }
   }
 
+  /// Opens an account as it was: `remaining` and `used` (nothing reserved) after `charges`
+  /// charges, for restoring a snapshot. Not thread-safe with itself, like `open`. Throws
+  /// `AmountOverflow` when the two add up to more than `max_balance()`, `InvalidArgument` when
+  /// either is negative.
+  handle_type open(const Amount& remaining, const Amount& used, std::uint64_t charges) {
+    if (remaining < amount_zero<Amount>() || used < amount_zero<Amount>())
+      throw InvalidArgument("safeguards: an account cannot hold a negative amount");
+    if constexpr (lock_free) {
+      const std::int64_t rem = traits::to_raw(remaining);
+      const std::int64_t use = traits::to_raw(used);
+      if (use > detail::AtomicCell::max_raw - rem)
+        throw AmountOverflow("safeguards: an account holds at most " +
+                             amount_to_string(*max_balance()) + ", not " +
+                             amount_to_string(remaining) + " + " + amount_to_string(used));
+      auto& cell = cells_.emplace_back();
+      cell.word.store((static_cast<std::uint64_t>(rem) << detail::AtomicCell::count_bits) |
+                          (charges & detail::AtomicCell::count_mask),
+                      std::memory_order_release);
+      cell.charge_carries.store(charges >> detail::AtomicCell::count_bits,
+                                std::memory_order_release);
+      cell.allocated.store(rem + use, std::memory_order_release);
+      return &cell;
+    } else {
+      auto& cell = cells_.emplace_back();
+      cell.remaining = remaining;
+      cell.used = used;
+      cell.charges = charges;
+      return &cell;
+    }
+  }
+
   /// Closes the account and returns the remaining balance it swept out, or nothing when it was
   /// already closed. Reserved money stays with its reservations, which settle into `used` or
   /// hand their refund back to the caller.

@@ -80,6 +80,8 @@ public:
         f(r.entry);
   }
 
+  bool empty() const noexcept { return registrations_.empty(); }
+
   // Everything, for the coordinator's destructor to drop outside its lock.
   MonitorRegistry take_all() noexcept {
     MonitorRegistry out;
