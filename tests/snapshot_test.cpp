@@ -184,3 +184,14 @@ TEST_CASE("snapshot and restore keep the books exact over random histories", "[s
   for (auto& r : open)
     r.release();
 }
+
+// Not a snapshot's, but new with it (issue 13): a ledger outside the process that cannot be
+// reached has a status of its own, which a consume reports and the throwing calls throw.
+TEST_CASE("an unreachable ledger is a status of its own", "[ledger]") {
+  STATIC_REQUIRE(detail::to_consume_status(LedgerStatus::unavailable) ==
+                 ConsumeStatus::ledger_unavailable);
+  STATIC_REQUIRE(to_string(ConsumeStatus::ledger_unavailable) == "ledger unavailable");
+  const LedgerUnavailable e("safeguards: no answer");
+  CHECK(dynamic_cast<const Error*>(&e) != nullptr);
+  CHECK(dynamic_cast<const std::runtime_error*>(&e) != nullptr);
+}

@@ -21,7 +21,8 @@ enum class ConsumeStatus : std::uint8_t {
   not_active,        ///< the reservation was already settled, released or never granted
   would_deadlock,    ///< a monitor spent from an agent whose monitors run on another thread
                      ///< that is waiting for this one; nothing changed
-  ledger_unavailable ///< the ledger (Redis) could not be reached; nothing was spent
+  ledger_unavailable ///< the ledger (Redis) could not be reached: do not make the call (see
+                     ///< `LedgerStatus::unavailable`)
 };
 
 constexpr std::string_view to_string(ConsumeStatus s) noexcept {

@@ -36,7 +36,9 @@ enum class LedgerStatus : std::uint8_t {
   closed,         ///< the account was closed; nothing changed
   overflow,       ///< the account cannot hold that much (see `max_balance`); nothing changed
   invalid_amount, ///< the amount is negative; nothing changed
-  unavailable     ///< a ledger outside this process (Redis) could not be reached; nothing changed
+  unavailable     ///< a ledger outside this process (Redis) could not be reached: nothing
+                  ///< changed, unless the connection broke after the request was sent and could
+                  ///< not be made again, when it may have been made once (never twice)
 };
 
 /// What settling a reservation did: `charged` went to used, `refunded` back to remaining (or to
