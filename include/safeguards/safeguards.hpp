@@ -1,6 +1,7 @@
 // safeguards: the core in one include. Opt-in parts have their own headers and are not
-// included here: big_decimal.hpp (BigDecimal; compiles Boost's cpp_dec_float) and
-// audit_file.hpp (the JSON-lines audit file; needs POSIX).
+// included here: big_decimal.hpp (BigDecimal; compiles Boost's cpp_dec_float), audit_file.hpp
+// (the JSON-lines audit file; needs POSIX), sqlite_snapshot.hpp (needs SQLite) and the Redis
+// accounts (detail/redis_accounts.hpp; needs hiredis).
 // SPDX-License-Identifier: MIT
 #pragma once
 
