@@ -157,15 +157,18 @@ TEMPLATE_TEST_CASE("ledger compare_exchange_remaining and credit", "[ledger]", D
   InMemoryLedger<A> ledger;
   auto h = ledger.open(amt<A>(10));
   A expected = amt<A>(9);
-  CHECK_FALSE(ledger.compare_exchange_remaining(h, expected, amt<A>(20)));
+  CHECK(ledger.compare_exchange_remaining(h, expected, amt<A>(20)) == LedgerStatus::conflict);
   CHECK(expected == amt<A>(10));
-  CHECK(ledger.compare_exchange_remaining(h, expected, amt<A>(20)));
+  CHECK(ledger.compare_exchange_remaining(h, expected, amt<A>(20)) == LedgerStatus::ok);
+  CHECK(ledger.balance(h).remaining == amt<A>(20));
+  A wrong = amt<A>(20);
+  CHECK(ledger.compare_exchange_remaining(h, wrong, amt<A>(-1)) == LedgerStatus::invalid_amount);
   CHECK(ledger.balance(h).remaining == amt<A>(20));
   CHECK(ledger.credit(h, amt<A>(5)) == LedgerStatus::ok);
   CHECK(ledger.balance(h).remaining == amt<A>(25));
   ledger.close(h);
   A now = amt<A>(0);
-  CHECK_FALSE(ledger.compare_exchange_remaining(h, now, amt<A>(1)));
+  CHECK(ledger.compare_exchange_remaining(h, now, amt<A>(1)) == LedgerStatus::closed);
 }
 
 namespace {
@@ -188,7 +191,7 @@ public:
   }
   bool release(handle_type h, const Decimal& a) noexcept { return inner_.release(h, a); }
   LedgerStatus credit(handle_type h, const Decimal& a) noexcept { return inner_.credit(h, a); }
-  bool compare_exchange_remaining(handle_type h, Decimal& e, const Decimal& d) noexcept {
+  LedgerStatus compare_exchange_remaining(handle_type h, Decimal& e, const Decimal& d) noexcept {
     return inner_.compare_exchange_remaining(h, e, d);
   }
   LedgerBalance<Decimal> balance(handle_type h) const noexcept { return inner_.balance(h); }
@@ -317,7 +320,7 @@ TEMPLATE_TEST_CASE("a lock-free account holds at most max_balance", "[ledger]", 
   REQUIRE(ledger.debit(h, amt<A>(1)) == LedgerStatus::ok);
   CHECK(ledger.credit(h, amt<A>(1)) == LedgerStatus::overflow);
   A expected = traits::sub(cap, amt<A>(1));
-  CHECK_FALSE(ledger.compare_exchange_remaining(h, expected, cap));
+  CHECK(ledger.compare_exchange_remaining(h, expected, cap) == LedgerStatus::overflow);
   CHECK(expected == traits::sub(cap, amt<A>(1))); // unchanged: the bound, not a race
   // A debit far beyond any balance is refused, not shifted into the count's bits.
   CHECK(ledger.debit(h, traits::from_raw(std::numeric_limits<std::int64_t>::max())) ==

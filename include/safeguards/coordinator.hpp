@@ -109,6 +109,21 @@ public:
         alive_(std::make_shared<int>(0)),
         deliver_([this](Violation&& v) { publish_violation(std::move(v)); }) {}
 
+  /// A coordinator whose ledger takes options: where a `RedisLedger` finds its server, say.
+  ///
+  /// **Example**
+  /// ```
+  /// BasicBudgetCoordinator<Decimal, FixedAllocation, std::chrono::system_clock, RedisLedger>
+  ///     coord(RedisOptions{.key_prefix = "support-bots"});
+  /// ```
+  template <class LedgerOptions>
+  requires std::same_as<LedgerOptions, typename L::options_type>
+  explicit BasicBudgetCoordinator(LedgerOptions ledger_options, CoordinatorOptions options = {},
+                                  AllocationPolicy policy = {}, C clock = C{})
+      : options_(std::move(options)), policy_(std::move(policy)), clock_(std::move(clock)),
+        ledger_(std::move(ledger_options)), alive_(std::make_shared<int>(0)),
+        deliver_([this](Violation&& v) { publish_violation(std::move(v)); }) {}
+
   BasicBudgetCoordinator(const BasicBudgetCoordinator&) = delete;
   BasicBudgetCoordinator& operator=(const BasicBudgetCoordinator&) = delete;
 
@@ -152,6 +167,9 @@ public:
   const C& clock() const noexcept { return clock_; }
   /// The ledger the balances live in (for inspection; change balances through the coordinator).
   const L& ledger() const noexcept { return ledger_; }
+  /// The ledger, for its own upkeep (`RedisLedger::maintain`, say); change balances through the
+  /// coordinator.
+  L& ledger() noexcept { return ledger_; }
 
   // ---- pools and agents --------------------------------------------------------------------
 
@@ -240,7 +258,7 @@ public:
         if (find_agent_locked(spec.name, name_hash))
           throw DuplicateName(
               fmt::format("safeguards: an agent named \"{}\" already exists", spec.name));
-        a.account = ledger_.open(spec.initial_budget);
+        a.account = open_account(spec.name, spec.initial_budget);
         opened = true;
         if (monitored) { // after the account: a monitored agent's gate may be its account
           monitored->unstamped_reporter.emplace(unstamped_reporter_for(a));
@@ -271,7 +289,7 @@ public:
         if (implicit_pool)
           remove_unused_pool_locked(*implicit_pool);
         if (opened)
-          (void)ledger_.close(a.account);
+          undo_open(a.account);
         agents_.pop_back();
         throw;
       }
@@ -309,7 +327,7 @@ public:
       if (pool.implicit)
         retired_name = fmt::format("{} (removed {})", pool.name, agent);
       record.front().agent_name = a.name;
-      // Nothing below throws.
+      // A remote ledger out of reach throws here, before anything changed; nothing below throws.
       auto swept = ledger_.close(a.account).value_or(zero());
       a.allocated = traits::sub(a.allocated, swept);
       pool.unallocated = traits::add(pool.unallocated, swept);
@@ -487,7 +505,7 @@ public:
       auto& a = live_agent_locked(agent);
       auto& pool = pools_.at(a.pool.value());
       record.front().agent_name = a.name;
-      Amount old = ledger_.balance(a.account).remaining;
+      Amount old = balance_for_change(a).remaining;
       for (;;) { // consumers may move `old` under us; the CAS settles on one exact value
         Amount delta = traits::sub(new_budget, old);
         if (pool.unallocated < delta)
@@ -495,14 +513,15 @@ public:
               "safeguards: pool \"{}\" has {} unallocated, cannot raise {} by {}", pool.name,
               amount_to_string(pool.unallocated), agent, amount_to_string(delta)));
         require_fits_locked(a, delta);
-        if (ledger_.compare_exchange_remaining(a.account, old, new_budget)) {
+        const LedgerStatus s = ledger_.compare_exchange_remaining(a.account, old, new_budget);
+        if (s == LedgerStatus::ok) {
           a.allocated = traits::add(a.allocated, delta);
           pool.unallocated = traits::sub(pool.unallocated, delta);
           fill_change_locked(record.front(), a, old, new_budget, clock_.now());
           break;
         }
-        if (!ledger_.is_open(a.account))
-          throw_unknown_agent(agent);
+        if (s != LedgerStatus::conflict)
+          throw_ledger_refusal(agent, s);
       }
       audit_queue_.push(record);
     }
@@ -1038,7 +1057,7 @@ public:
       if constexpr (!ledger_counts_charges)
         a.consume_count.store(s.charges, std::memory_order_relaxed);
       if (s.removed) {
-        (void)ledger_.close(a.account); // remaining is zero: nothing to sweep
+        close_quietly(a.account); // remaining is zero: nothing to sweep
       } else {
         if (options_.history_capacity != 0) {
           auto m = std::make_unique<Monitored>(options_.history_capacity);
@@ -1158,7 +1177,7 @@ private:
       AgentState& a = agents_[id.value() - 1];
       if (a.removed)
         continue;
-      const auto b = ledger_.balance(a.account);
+      const auto b = balance_for_change(a);
       AllocationAgent<Amount> view{.id = a.id,
                                    .priority = a.priority,
                                    .used = b.used,
@@ -1193,13 +1212,23 @@ private:
       }
     }
     // Those who give up money first, so the pool never hands out what it has not got.
+    const auto put_back = [&](std::size_t taken) noexcept { // credits cannot fail
+      for (std::size_t j = 0; j < taken; ++j)
+        if (target[j] < agents[j].remaining)
+          (void)ledger_.credit(states[j]->account, traits::sub(agents[j].remaining, target[j]));
+    };
     for (std::size_t i = 0; i < agents.size(); ++i) {
       if (!(target[i] < agents[i].remaining))
         continue;
-      if (!withdraw(*states[i], traits::sub(agents[i].remaining, target[i]))) {
-        for (std::size_t j = 0; j < i; ++j) // put back what was taken; credits cannot fail
-          if (target[j] < agents[j].remaining)
-            (void)ledger_.credit(states[j]->account, traits::sub(agents[j].remaining, target[j]));
+      std::optional<Amount> taken;
+      try {
+        taken = withdraw(*states[i], traits::sub(agents[i].remaining, target[i]));
+      } catch (...) { // a remote ledger out of reach
+        put_back(i);
+        throw;
+      }
+      if (!taken) {
+        put_back(i);
         return false;
       }
     }
@@ -1225,8 +1254,19 @@ private:
   // held is the ledger's exact inverse of a charge (remaining += used, used -= used, no charge
   // counted), so no ledger needs a new operation. Callers hold the writer lock, the only place
   // `used` ever goes down, so the amount read here is never more than what is subtracted from.
+  //
+  // A remote ledger that cannot be reached forgives nothing: from an old balance it could forgive
+  // usage that other processes' settlements have moved since (nothing is spent by forgiving less).
   Settlement<Amount> forgive(AgentState& a) noexcept {
-    const Amount used = ledger_.balance(a.account).used;
+    Amount used = zero();
+    if constexpr (requires { ledger_.fresh_balance(a.account); }) {
+      const auto b = ledger_.fresh_balance(a.account);
+      if (!b)
+        return {zero(), zero(), zero()};
+      used = b->used;
+    } else {
+      used = ledger_.balance(a.account).used;
+    }
     return ledger_.settle(a.account, zero(), traits::sub(zero(), used));
   }
 
@@ -1268,12 +1308,45 @@ private:
     }
   }
 
-  std::optional<Amount> withdraw(AgentState& a, const Amount& amount) noexcept {
-    Amount current = ledger_.balance(a.account).remaining;
-    while (!(current < amount))
-      if (ledger_.compare_exchange_remaining(a.account, current, traits::sub(current, amount)))
+  // The balance a management change starts from: read afresh, or `LedgerUnavailable` from a
+  // remote ledger that cannot be reached (whose `balance` would answer its last known numbers).
+  LedgerBalance<Amount> balance_for_change(const AgentState& a) const {
+    if constexpr (requires { ledger_.fresh_balance(a.account); }) {
+      if (auto b = ledger_.fresh_balance(a.account))
+        return *b;
+      throw LedgerUnavailable(fmt::format(
+          "safeguards: the ledger could not be reached to read {}'s balance; nothing changed",
+          a.id));
+    } else {
+      return ledger_.balance(a.account);
+    }
+  }
+
+  // Takes `amount` from a live agent's remaining: the remaining it had, or nothing when it
+  // cannot cover it. Throws `LedgerUnavailable` (nothing taken) when a remote ledger cannot be
+  // reached.
+  std::optional<Amount> withdraw(AgentState& a, const Amount& amount) {
+    Amount current = balance_for_change(a).remaining;
+    while (!(current < amount)) {
+      const LedgerStatus s =
+          ledger_.compare_exchange_remaining(a.account, current, traits::sub(current, amount));
+      if (s == LedgerStatus::ok)
         return current;
+      if (s != LedgerStatus::conflict)
+        throw_ledger_refusal(a.id, s);
+    }
     return std::nullopt;
+  }
+
+  // A management operation's ledger change that was refused for a reason other than the
+  // balance: the agent's account closed under it, or a remote ledger out of reach.
+  [[noreturn]] void throw_ledger_refusal(AgentId agent, LedgerStatus s) const {
+    if (s == LedgerStatus::unavailable)
+      throw LedgerUnavailable(fmt::format(
+          "safeguards: the ledger could not be reached to change {}; nothing changed", agent));
+    if (s == LedgerStatus::overflow)
+      throw AmountOverflow(fmt::format("safeguards: {} cannot hold that much", agent));
+    throw_unknown_agent(agent);
   }
 
   // The usage a commit reports nobody could pay is a statistic: past the amount type's range it
@@ -1293,6 +1366,31 @@ private:
     return "agent:" + agent_name;
   }
 
+  // An agent's account: by its name where the ledger knows accounts by name (a `RedisLedger`,
+  // where other processes' agents of that name share it).
+  typename L::handle_type open_account(const std::string& name, const Amount& initial) {
+    if constexpr (requires { ledger_.open(std::string_view(name), initial); })
+      return ledger_.open(std::string_view(name), initial);
+    else
+      return ledger_.open(initial);
+  }
+  // Undoes `open_account` for an agent that could not be created.
+  void undo_open(typename L::handle_type h) noexcept {
+    if constexpr (requires { ledger_.undo_open(h); })
+      ledger_.undo_open(h);
+    else
+      close_quietly(h);
+  }
+
+  // Closes an account on a path that is already failing or has nothing to sweep: a remote
+  // ledger that cannot be reached leaves it open, which loses no money.
+  void close_quietly(typename L::handle_type h) noexcept {
+    try {
+      (void)ledger_.close(h);
+    } catch (...) {
+    }
+  }
+
   // An account as a snapshot had it (remaining, used and the charge count), through the ledger's
   // own way to open one so when it has it (`InMemoryLedger` does), else opened and charged.
   typename L::handle_type open_restored(const Amount& remaining, const Amount& used,
@@ -1302,7 +1400,7 @@ private:
     } else {
       auto h = ledger_.open(traits::add(remaining, used));
       if (zero() < used && ledger_.debit(h, used) != LedgerStatus::ok) {
-        (void)ledger_.close(h);
+        close_quietly(h);
         throw InvalidArgument("safeguards: the ledger refused to restore an account's usage");
       }
       return h;

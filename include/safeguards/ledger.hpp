@@ -36,9 +36,11 @@ enum class LedgerStatus : std::uint8_t {
   closed,         ///< the account was closed; nothing changed
   overflow,       ///< the account cannot hold that much (see `max_balance`); nothing changed
   invalid_amount, ///< the amount is negative; nothing changed
-  unavailable     ///< a ledger outside this process (Redis) could not be reached: nothing
+  unavailable,    ///< a ledger outside this process (Redis) could not be reached: nothing
                   ///< changed, unless the connection broke after the request was sent and could
                   ///< not be made again, when it may have been made once (never twice)
+  conflict        ///< `compare_exchange_remaining` only: remaining was not the expected value,
+                  ///< which now holds what it was; nothing changed
 };
 
 /// What settling a reservation did: `charged` went to used, `refunded` back to remaining (or to
@@ -51,19 +53,32 @@ struct Settlement {
   bool account_closed = false;
 };
 
-/// Where balances live. `InMemoryLedger` keeps them in this process; a ledger shared by several
-/// processes (through Redis, say) models the same operations.
+/// Where balances live. `InMemoryLedger` keeps them in this process; `RedisLedger`
+/// (redis_ledger.hpp) keeps them in Redis, shared by several processes.
 ///
-/// Every operation on an account handle is linearizable and `noexcept`: the hot path never
-/// throws. Debits refuse to cross zero, so no interleaving of callers can overspend.
+/// Every operation on an account handle is linearizable, and all but `open` and `close` are
+/// `noexcept`: the hot path never throws. Debits refuse to cross zero, so no interleaving of
+/// callers can overspend.
+///
+/// What a ledger outside the process must do when it cannot reach its store, and why the
+/// operations have the shapes they have:
+/// - Operations that *take* money (`debit`, `reserve`) and `compare_exchange_remaining` answer
+///   `LedgerStatus::unavailable`: the caller does not make its call, or its management operation
+///   throws `LedgerUnavailable`, and nothing is lost.
+/// - Operations that *give* money back or record a call already made (`settle`, `release`,
+///   `credit`) cannot be refused: the call happened, the reservation is over. The ledger keeps
+///   them and sends them, once each, when the store is back; it answers as the store will apply
+///   them. (That is why `release` has no status but its "closed" answer.)
+/// - `close` may throw `LedgerUnavailable`: it must return the balance it sweeps, which only the
+///   store knows; the caller changes nothing when it throws.
+/// - `balance` answers the last balance the ledger saw when the store cannot be reached.
 template <class L>
 concept Ledger = requires(L& ledger, typename L::handle_type h, typename L::amount_type a,
                           typename L::amount_type& expected) {
   typename L::amount_type;
   typename L::handle_type;
   { ledger.open(a) } -> std::same_as<typename L::handle_type>;
-  { ledger.close(h) }
-  noexcept->std::same_as<std::optional<typename L::amount_type>>;
+  { ledger.close(h) } -> std::same_as<std::optional<typename L::amount_type>>;
   { ledger.debit(h, a) }
   noexcept->std::same_as<LedgerStatus>;
   { ledger.reserve(h, a) }
@@ -75,7 +90,7 @@ concept Ledger = requires(L& ledger, typename L::handle_type h, typename L::amou
   { ledger.credit(h, a) }
   noexcept->std::same_as<LedgerStatus>;
   { ledger.compare_exchange_remaining(h, expected, a) }
-  noexcept->std::same_as<bool>;
+  noexcept->std::same_as<LedgerStatus>;
   { ledger.balance(h) }
   noexcept->std::same_as<LedgerBalance<typename L::amount_type>>;
   { ledger.is_open(h) }
@@ -422,38 +437,39 @@ public:
     }
   }
 
-  /// Sets remaining to `desired` if it still equals `expected`; otherwise loads the current
-  /// value into `expected` and returns false. Always false on a closed account, and on a
-  /// lock-free one when the account would then hold more than `max_balance()` (`expected` is
-  /// left as it was: check the bound before calling).
-  bool compare_exchange_remaining(handle_type h, Amount& expected, const Amount& desired) noexcept {
+  /// Sets remaining to `desired` if it still equals `expected`: `ok`; otherwise loads the
+  /// current value into `expected` and returns `conflict`. `closed` on a closed account;
+  /// `invalid_amount` for a negative `desired`; `overflow` on a lock-free account that would then
+  /// hold more than `max_balance()` (`expected` is left as it was: check the bound first).
+  LedgerStatus compare_exchange_remaining(handle_type h, Amount& expected,
+                                          const Amount& desired) noexcept {
+    if (desired < amount_zero<Amount>())
+      return LedgerStatus::invalid_amount;
     if constexpr (lock_free) {
       const std::int64_t exp = traits::to_raw(expected);
       const std::int64_t des = traits::to_raw(desired);
-      if (des < 0)
-        return false;
       Lock lock(*h);
       if (lock.word() & Cell::closed_bit)
-        return false;
+        return LedgerStatus::closed;
       if (Cell::remaining_of(lock.word()) != exp) {
         expected = traits::from_raw(Cell::remaining_of(lock.word()));
-        return false;
+        return LedgerStatus::conflict;
       }
       if (!fits(h, des - exp))
-        return false;
+        return LedgerStatus::overflow;
       lock.set(Cell::with_remaining(lock.word(), des));
       Lock::add(h->allocated, des - exp);
-      return true;
+      return LedgerStatus::ok;
     } else {
       std::lock_guard lock(h->mutex);
       if (!h->open)
-        return false;
+        return LedgerStatus::closed;
       if (h->remaining != expected) {
         expected = h->remaining;
-        return false;
+        return LedgerStatus::conflict;
       }
       h->remaining = desired;
-      return true;
+      return LedgerStatus::ok;
     }
   }
 

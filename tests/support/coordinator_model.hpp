@@ -68,16 +68,38 @@ struct ModelReservation {
 
 // One run. `run` returns an empty string when coordinator and model agreed on every step, else
 // a description of the first disagreement (the step, the operation, both sides).
-class OperationSequence {
+//
+// The options a ledger is made with: none for the in-memory one.
+template <class L>
+struct LedgerOptions {
+  using type = int;
+};
+template <class L>
+requires requires {
+  typename L::options_type;
+}
+struct LedgerOptions<L> {
+  using type = typename L::options_type;
+};
+
+// `L` is the ledger under the coordinator: the in-memory one, or a `RedisLedger` (whose options
+// the constructor takes), for which the same model must hold.
+template <class L = safeguards::InMemoryLedger<Decimal>>
+class BasicOperationSequence {
 public:
   using Coordinator = safeguards::BasicBudgetCoordinator<Decimal, safeguards::FixedAllocation,
-                                                         safeguards::ManualClock>;
-  using Reservation = Coordinator::Reservation;
-  using Event = Coordinator::UsageEvent;
+                                                         safeguards::ManualClock, L>;
+  using Reservation = typename Coordinator::Reservation;
+  using Event = typename Coordinator::UsageEvent;
   using ns = std::chrono::nanoseconds;
 
-  static constexpr i128 max_account = (i128{1} << 55) - 1; // InMemoryLedger::max_balance()
-  static constexpr i128 raw_limit = raw_max;               // Decimal's range
+  BasicOperationSequence() = default;
+  template <class Options>
+  explicit BasicOperationSequence(Options ledger_options)
+      : ledger_options_(std::move(ledger_options)) {}
+
+  static inline const i128 max_account = L::max_balance()->raw();
+  static constexpr i128 raw_limit = raw_max; // Decimal's range
   static constexpr std::size_t max_agents = 6;
   static constexpr std::size_t max_reservations = 8;
   static constexpr i128 sink_budget = 1'000'000'000'000;
@@ -86,7 +108,17 @@ public:
   std::string run(std::span<const std::uint8_t> bytes) {
     bytes_ = bytes;
     // Declared before what refers to it, so reservations and monitors go first.
-    Coordinator coord({}, {}, clock_);
+    if constexpr (requires { typename L::options_type; }) {
+      Coordinator coord(*ledger_options_, {}, {}, clock_);
+      return run_on(coord);
+    } else {
+      Coordinator coord({}, {}, clock_);
+      return run_on(coord);
+    }
+  }
+
+private:
+  std::string run_on(Coordinator& coord) {
     coord_ = &coord;
     safeguards::BasicBudgetPeriods<Coordinator> periods(coord); // destroyed before coord
     periods_ = &periods;
@@ -124,7 +156,6 @@ public:
     return error_;
   }
 
-private:
   // ---- decoding ----
   std::uint8_t next() { return pos_ < bytes_.size() ? bytes_[pos_++] : 0; }
 
@@ -456,7 +487,8 @@ private:
     return {from_hold + extra, refund, uncovered};
   }
 
-  void expect_commit(const Coordinator::CommitResult& got, ConsumeStatus want, const Settled& s) {
+  void expect_commit(const typename Coordinator::CommitResult& got, ConsumeStatus want,
+                     const Settled& s) {
     expect_status(got.status, want);
     if (want == ConsumeStatus::ok &&
         (raw(got.charged) != s.charged || raw(got.refunded) != s.refunded ||
@@ -1044,7 +1076,10 @@ private:
   safeguards::ServiceLevels edge_table_ = edge_levels.table();
   std::size_t events_ = 0;
   Event last_{};
+  std::optional<typename LedgerOptions<L>::type> ledger_options_;
 };
+
+using OperationSequence = BasicOperationSequence<>;
 
 // Runs one byte string; an empty result means coordinator and model agreed throughout.
 inline std::string run_operation_sequence(std::span<const std::uint8_t> bytes) {

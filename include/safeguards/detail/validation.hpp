@@ -66,6 +66,8 @@ constexpr ConsumeStatus to_consume_status(LedgerStatus s) noexcept {
     return ConsumeStatus::invalid_amount;
   case LedgerStatus::unavailable:
     return ConsumeStatus::ledger_unavailable;
+  case LedgerStatus::conflict: // compare-and-set only; a debit or reserve never reports it
+    return ConsumeStatus::insufficient;
   }
   return ConsumeStatus::unknown_agent;
 }
