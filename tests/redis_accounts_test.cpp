@@ -26,6 +26,12 @@ RedisOptions options_for(const RedisServer& server, std::string prefix = "t") {
   return o;
 }
 
+std::optional<std::uint64_t> id_of(std::optional<detail::OpenedAccount> opened) {
+  if (!opened)
+    return std::nullopt;
+  return opened->id;
+}
+
 RawBalance balance_of(RedisAccounts& accounts, std::uint64_t id) {
   auto b = accounts.balance(id);
   REQUIRE(b);
@@ -37,7 +43,7 @@ RawBalance balance_of(RedisAccounts& accounts, std::uint64_t id) {
 TEST_CASE("Redis accounts: each operation moves exactly its amounts, never below zero", "[redis]") {
   RedisServer server;
   RedisAccounts accounts(options_for(server));
-  const auto id = accounts.open(1'000);
+  const auto id = id_of(accounts.open(1'000));
   REQUIRE(id);
 
   SECTION("debit and refusal") {
@@ -54,22 +60,20 @@ TEST_CASE("Redis accounts: each operation moves exactly its amounts, never below
     CHECK(accounts.reserve(*id, 300) == LedgerStatus::ok);
     CHECK(accounts.reserve(*id, 800) == LedgerStatus::insufficient);
     auto under = accounts.settle(*id, 300, 100); // 200 back to remaining
-    REQUIRE(under);
-    CHECK(under->charged == 100);
-    CHECK(under->refunded == 200);
-    CHECK(under->uncovered == 0);
+    REQUIRE_FALSE(under.pending);
+    CHECK(under.charged == 100);
+    CHECK(under.refunded == 200);
+    CHECK(under.uncovered == 0);
     CHECK(accounts.reserve(*id, 100) == LedgerStatus::ok);
     auto over = accounts.settle(*id, 100, 150); // 50 more from remaining
-    REQUIRE(over);
-    CHECK(over->charged == 150);
-    CHECK(over->uncovered == 0);
+    CHECK(over.charged == 150);
+    CHECK(over.uncovered == 0);
     CHECK(accounts.reserve(*id, 10) == LedgerStatus::ok);
     auto far = accounts.settle(*id, 10, 5'000); // remaining runs out: the rest is uncovered
-    REQUIRE(far);
     const auto b = balance_of(accounts, *id);
     CHECK(b.remaining == 0);
-    CHECK(far->charged == 10 + 740);
-    CHECK(far->uncovered == 5'000 - 750);
+    CHECK(far.charged == 10 + 740);
+    CHECK(far.uncovered == 5'000 - 750);
     CHECK(b.used == 1'000);
     CHECK(b.reserved == 0);
     CHECK(b.charges == 3);
@@ -77,9 +81,8 @@ TEST_CASE("Redis accounts: each operation moves exactly its amounts, never below
   SECTION("a negative settlement of nothing held gives usage back") {
     CHECK(accounts.debit(*id, 250) == LedgerStatus::ok);
     auto back = accounts.settle(*id, 0, -250);
-    REQUIRE(back);
-    CHECK(back->charged == -250);
-    CHECK(back->refunded == 250);
+    CHECK(back.charged == -250);
+    CHECK(back.refunded == 250);
     const auto b = balance_of(accounts, *id);
     CHECK(b.remaining == 1'000);
     CHECK(b.used == 0);
@@ -87,11 +90,11 @@ TEST_CASE("Redis accounts: each operation moves exactly its amounts, never below
   }
   SECTION("release, credit, compare-and-set") {
     CHECK(accounts.reserve(*id, 700) == LedgerStatus::ok);
-    CHECK(accounts.release(*id, 700) == std::optional<bool>(true));
+    CHECK(accounts.release(*id, 700));
     CHECK(accounts.credit(*id, 500) == LedgerStatus::ok);
     CHECK(accounts.credit(*id, detail::redis_max_raw) == LedgerStatus::overflow);
     std::int64_t expected = 1;
-    CHECK(accounts.compare_exchange_remaining(*id, expected, 5) == LedgerStatus::insufficient);
+    CHECK(accounts.compare_exchange_remaining(*id, expected, 5) == LedgerStatus::conflict);
     CHECK(expected == 1'500);
     CHECK(accounts.compare_exchange_remaining(*id, expected, 2'000) == LedgerStatus::ok);
     CHECK(balance_of(accounts, *id).remaining == 2'000);
@@ -105,10 +108,9 @@ TEST_CASE("Redis accounts: each operation moves exactly its amounts, never below
     CHECK(accounts.debit(*id, 1) == LedgerStatus::closed);
     CHECK(accounts.credit(*id, 1) == LedgerStatus::closed);
     auto s = accounts.settle(*id, 300, 100);
-    REQUIRE(s);
-    CHECK(s->account_closed);
-    CHECK(s->charged == 100);
-    CHECK(s->refunded == 200); // the caller's, not the account's
+    CHECK(s.account_closed);
+    CHECK(s.charged == 100);
+    CHECK(s.refunded == 200); // the caller's, not the account's
     const auto b = balance_of(accounts, *id);
     CHECK(b.closed);
     CHECK(b.remaining == 0);
@@ -125,7 +127,7 @@ TEST_CASE("Redis accounts: amounts up to 2^53 - 1 raw units stay exact", "[redis
   RedisServer server;
   RedisAccounts accounts(options_for(server));
   const std::int64_t big = detail::redis_max_raw - 7;
-  const auto id = accounts.open(big);
+  const auto id = id_of(accounts.open(big));
   REQUIRE(id);
   CHECK(accounts.debit(*id, big - 1) == LedgerStatus::ok);
   CHECK(accounts.debit(*id, 2) == LedgerStatus::insufficient);
@@ -141,7 +143,7 @@ TEST_CASE("Redis accounts: threads spending one account spend exactly its budget
   RedisServer server;
   RedisAccounts accounts(options_for(server));
   constexpr std::int64_t budget = 2'000;
-  const auto id = accounts.open(budget);
+  const auto id = id_of(accounts.open(budget));
   REQUIRE(id);
   std::atomic<std::int64_t> granted{0};
   std::atomic<int> failures{0};
@@ -170,20 +172,21 @@ TEST_CASE("Redis accounts: threads spending one account spend exactly its budget
 TEST_CASE("Redis accounts: a request sent again with its number is applied once", "[redis]") {
   RedisServer server;
   RedisAccounts accounts(options_for(server));
-  const auto id = accounts.open(100);
+  const auto id = id_of(accounts.open(100));
   REQUIRE(id);
   // What a retry after a lost reply sends: the same script, client and request number.
   detail::RedisSession session(options_for(server));
   const std::string key = accounts.account_key(*id);
   auto& debit = *session.scripts[static_cast<std::size_t>(detail::RedisOp::debit)];
   for (int attempt = 0; attempt < 3; ++attempt) {
-    auto reply = debit.run(session.connection, {key, "t:client:test"}, {"7", "40"});
+    auto reply =
+        debit.run(session.connection, {key, "t:client:test"}, {"7", "1", "1000", "t", "40"});
     REQUIRE(reply);
     REQUIRE((*reply)->type == REDIS_REPLY_ARRAY);
     CHECK((*reply)->element[0]->integer == 0);
   }
   CHECK(balance_of(accounts, *id).remaining == 60);
-  auto next = debit.run(session.connection, {key, "t:client:test"}, {"8", "40"});
+  auto next = debit.run(session.connection, {key, "t:client:test"}, {"8", "1", "1000", "t", "40"});
   REQUIRE(next);
   CHECK(balance_of(accounts, *id).remaining == 20);
 }
@@ -203,7 +206,7 @@ TEST_CASE("Redis accounts: passwords, and ACL users confined to their prefix", "
     RedisOptions right = options_for(server);
     right.password = "s3cret";
     RedisAccounts admin(right);
-    const auto id = admin.open(10);
+    const auto id = id_of(admin.open(10));
     REQUIRE(id);
     CHECK(admin.debit(*id, 4) == LedgerStatus::ok);
   }
@@ -212,7 +215,7 @@ TEST_CASE("Redis accounts: passwords, and ACL users confined to their prefix", "
     own.user = "app";
     own.password = "apppw";
     RedisAccounts app(own);
-    const auto id = app.open(10);
+    const auto id = id_of(app.open(10));
     REQUIRE(id);
     CHECK(app.debit(*id, 4) == LedgerStatus::ok);
     RedisOptions other = own;
@@ -234,7 +237,7 @@ TEST_CASE("Redis accounts: unavailable while the server is down, exact after it 
   RedisOptions o = options_for(server);
   o.timeout = std::chrono::seconds(5);
   RedisAccounts accounts(o);
-  const auto id = accounts.open(1'000);
+  const auto id = id_of(accounts.open(1'000));
   REQUIRE(id);
   CHECK(accounts.debit(*id, 100) == LedgerStatus::ok);
   CHECK(accounts.reserve(*id, 50) == LedgerStatus::ok);
@@ -242,16 +245,21 @@ TEST_CASE("Redis accounts: unavailable while the server is down, exact after it 
   server.kill(); // a crash: only what the append-only file holds survives
   CHECK(accounts.debit(*id, 1) == LedgerStatus::unavailable);
   CHECK_FALSE(accounts.balance(*id));
-  CHECK_FALSE(accounts.settle(*id, 50, 10));
+  // A settlement cannot be refused (the call was made): it is kept, answered as it will land.
+  const auto s = accounts.settle(*id, 50, 10);
+  CHECK(s.pending);
+  CHECK(s.charged == 10);
+  CHECK(s.refunded == 40);
+  CHECK(accounts.in_doubt() == 2); // the debit (did it run?) and the settlement
+  CHECK_FALSE(accounts.flush());
 
   server.restart(); // its scripts are gone: the accounts load them again (NOSCRIPT)
+  CHECK(accounts.flush());
+  CHECK(accounts.in_doubt() == 0);
   const auto b = balance_of(accounts, *id);
-  CHECK(b.remaining == 850); // every acknowledged change survived the kill
-  CHECK(b.used == 100);
-  CHECK(b.reserved == 50);
-  auto s = accounts.settle(*id, 50, 10);
-  REQUIRE(s);
-  CHECK(s->charged == 10);
+  CHECK(b.remaining == 890); // every acknowledged change survived the kill, and the settlement
+  CHECK(b.used == 110);      // landed once; the refused debit did not run
+  CHECK(b.reserved == 0);
   CHECK(accounts.debit(*id, 1) == LedgerStatus::ok);
   CHECK(balance_of(accounts, *id).remaining == 889);
 }

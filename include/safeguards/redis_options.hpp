@@ -20,10 +20,19 @@ inline namespace v1 {
 struct RedisOptions {
   std::string host = "127.0.0.1";
   int port = 6379;
-  std::string user;                        ///< ACL user; empty: the default user
-  std::string password;                    ///< empty: no AUTH
+  std::string user{};                      ///< ACL user; empty: the default user
+  std::string password{};                  ///< empty: no AUTH
   std::string key_prefix = "safeguards";   ///< every key is `key_prefix:...`
   std::chrono::milliseconds timeout{1000}; ///< to connect, and for each command
+  /// How long reservations outlive their process: a ledger renews its lease while it lives
+  /// (every third of it, from a background thread); once a process dies, any client's sweep
+  /// gives its reservations back after this long. Longer than any pause of a live process
+  /// (a partition, a stop-the-world), or its reservations are given back under it.
+  std::chrono::milliseconds lease{30'000};
+  /// Run the lease renewal, the sweep and the resending of requests in doubt from a thread of
+  /// the ledger's own. Off: the application calls `RedisLedger::maintain()` itself, more often
+  /// than a third of the lease.
+  bool background = true;
 };
 
 } // namespace v1

@@ -72,6 +72,44 @@ public:
       throw std::runtime_error("redis test server did not restart; log: " + log());
   }
 
+  /// Runs one command on a connection of its own; its reply as text (an integer as digits,
+  /// nil as ""), or throws when the server does not answer.
+  std::string command(const std::vector<std::string>& argv) const {
+    redisContext* c = redisConnect("127.0.0.1", port_);
+    if (!c || c->err) {
+      if (c)
+        redisFree(c);
+      throw std::runtime_error("redis test server: cannot connect");
+    }
+    std::vector<const char*> parts;
+    std::vector<std::size_t> lengths;
+    for (const auto& a : argv) {
+      parts.push_back(a.c_str());
+      lengths.push_back(a.size());
+    }
+    if (!options_.requirepass.empty())
+      freeReplyObject(redisCommand(c, "AUTH %s", options_.requirepass.c_str()));
+    auto* reply = static_cast<redisReply*>(
+        redisCommandArgv(c, static_cast<int>(parts.size()), parts.data(), lengths.data()));
+    std::string text;
+    if (reply && reply->type == REDIS_REPLY_INTEGER)
+      text = std::to_string(reply->integer);
+    else if (reply && reply->str)
+      text.assign(reply->str, reply->len);
+    const bool answered = reply != nullptr;
+    if (reply)
+      freeReplyObject(reply);
+    redisFree(c);
+    if (!answered)
+      throw std::runtime_error("redis test server: no reply");
+    return text;
+  }
+
+  /// One field of a hash ("" when there is none).
+  std::string hget(const std::string& key, const std::string& field) const {
+    return command({"HGET", key, field});
+  }
+
   std::string log() const {
     std::ifstream in(dir_ + "/redis.log");
     return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
@@ -150,7 +188,9 @@ private:
     bool ok = false;
     if (c && !c->err) {
       auto* reply = static_cast<redisReply*>(redisCommand(c, "PING"));
-      ok = reply != nullptr;
+      // Any answer but LOADING (an append-only file still being read): NOAUTH is an answer.
+      ok = reply != nullptr &&
+           !(reply->type == REDIS_REPLY_ERROR && std::string(reply->str).rfind("LOADING", 0) == 0);
       if (reply)
         freeReplyObject(reply);
     }
@@ -174,5 +214,18 @@ private:
   int port_ = 0;
   pid_t pid_ = -1;
 };
+
+/// Polls `done` until it holds or `limit` passes: for what a real server does in its own time (a
+/// lease running out, a pause ending), never to let time pass for the code under test.
+template <class F>
+bool eventually(F done, std::chrono::seconds limit = std::chrono::seconds(30)) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline)
+      return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
 
 } // namespace safeguards::test

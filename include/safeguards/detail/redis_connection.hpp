@@ -29,6 +29,19 @@ inline bool is_error(const redisReply& r) noexcept {
 inline std::string_view text_of(const redisReply& r) noexcept {
   return r.str ? std::string_view(r.str, r.len) : std::string_view();
 }
+// An error that says "not now" rather than "never": the server is loading its data after a
+// restart, busy with a long script, out of memory for a moment, or a replica out of touch. The
+// request did not run, and may when sent again.
+inline bool is_transient_error(const redisReply& r) noexcept {
+  if (!is_error(r))
+    return false;
+  const std::string_view t = text_of(r);
+  for (std::string_view code : {"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "OOM",
+                                "CLUSTERDOWN"})
+    if (t.starts_with(code))
+      return true;
+  return false;
+}
 
 // A connection that is made (and authenticated) on first use and made again after it broke.
 // Not thread-safe: one request at a time, which is also what makes a request's id enough to
