@@ -163,6 +163,57 @@ TEST_CASE("Redis ledger: fail closed while the server is down, nothing lost when
   CHECK(coord.check_invariants().empty());
 }
 
+TEST_CASE("Redis ledger: fail open spends a bounded allowance while the server is down",
+          "[redis]") {
+  RedisServer::Options durable;
+  durable.append_only = true;
+  RedisServer server(durable);
+  RedisOptions o = options_for(server);
+  o.background = false;
+  o.when_unreachable = FailOpenWithAllowance{3_d};
+  // Two processes' coordinators (each its own ledger, allowance and connections).
+  RedisCoordinator first(o);
+  RedisCoordinator second(o);
+  const AgentId a1 = first.create_agent({.name = "shared", .initial_budget = 10_d});
+  const AgentId a2 = second.create_agent({.name = "shared", .initial_budget = 10_d});
+  REQUIRE(first.try_consume(a1, 8_d));
+
+  server.kill();
+  {
+    auto call = first.reserve(a1, 1_d); // from the allowance: 2 left
+    CHECK(call.commit(0.5_d).charged == 0.5_d);
+  }
+  CHECK(first.try_consume(a1, 1_d));
+  CHECK(first.try_consume(a1, 1_d));
+  CHECK(first.try_consume(a1, 1_d).status() == ConsumeStatus::ledger_unavailable); // spent
+  CHECK(first.ledger().allowance_left() == 0_d);
+  CHECK(second.try_consume(a2, 2_d));
+  CHECK(second.try_consume(a2, 1_d));
+  CHECK(second.try_consume(a2, 0.5_d).status() == ConsumeStatus::ledger_unavailable);
+
+  server.restart();
+  CHECK(first.ledger().flush());
+  CHECK(second.ledger().flush());
+  // 5.5 was spent on the 2 that remained: the account pays 2, 3.5 is the overshoot, within the
+  // bound of 2 processes x 3.
+  CHECK(server.hget("t:account:1", "used") == "10000000");
+  CHECK(server.hget("t:account:1", "remaining") == "0");
+  CHECK(server.hget("t:account:1", "reserved") == "0");
+  CHECK(first.ledger().overshoot() + second.ledger().overshoot() == 3.5_d);
+  // The server answers again: the next outage has a whole allowance.
+  CHECK(first.try_consume(a1, 1_d).status() == ConsumeStatus::insufficient);
+  CHECK(first.ledger().allowance_left() == 3_d);
+}
+
+TEST_CASE("Redis ledger: fail closed is the default, and a negative allowance is refused",
+          "[redis]") {
+  RedisOptions o;
+  CHECK(std::holds_alternative<FailClosed>(o.when_unreachable));
+  o.port = 1;
+  o.when_unreachable = FailOpenWithAllowance{-1_d};
+  CHECK_THROWS_AS(RedisLedger(o), InvalidArgument);
+}
+
 TEST_CASE("Redis ledger: a reply lost in a stalled server is applied once or undone", "[redis]") {
   RedisServer server;
   RedisOptions o = options_for(server);

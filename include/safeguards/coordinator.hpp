@@ -116,8 +116,10 @@ public:
   /// BasicBudgetCoordinator<Decimal, FixedAllocation, std::chrono::system_clock, RedisLedger>
   ///     coord(RedisOptions{.key_prefix = "support-bots"});
   /// ```
-  template <class LedgerOptions>
-  requires std::same_as<LedgerOptions, typename L::options_type>
+  // `Led` defers the lookup of `options_type` to overload resolution (clang looks it up when the
+  // class is instantiated otherwise, and `InMemoryLedger` has none).
+  template <class LedgerOptions, class Led = L>
+  requires std::same_as<LedgerOptions, typename Led::options_type>
   explicit BasicBudgetCoordinator(LedgerOptions ledger_options, CoordinatorOptions options = {},
                                   AllocationPolicy policy = {}, C clock = C{})
       : options_(std::move(options)), policy_(std::move(policy)), clock_(std::move(clock)),

@@ -3,7 +3,9 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <concepts>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -19,6 +21,7 @@
 #include <string_view>
 #include <thread>
 #include <utility>
+#include <variant>
 
 namespace safeguards {
 inline namespace v1 {
@@ -34,10 +37,11 @@ inline namespace v1 {
 ///
 /// When the server cannot be reached, debits and reserves answer `LedgerStatus::unavailable` (a
 /// coordinator's consume: `ConsumeStatus::ledger_unavailable`; nothing is taken, the call is not
-/// made), while settlements, releases and credits are kept and sent, each exactly once, when
-/// the server answers again. Reservations are leases: a process killed while holding some gives
-/// them back `RedisOptions::lease` after its last renewal, through the sweep that every ledger
-/// runs.
+/// made), or, under `RedisOptions::when_unreachable = FailOpenWithAllowance{amount}`, are
+/// granted from the process's allowance and charged when the server is back; meanwhile settlements,
+/// releases and credits are kept and sent, each exactly once, when the server answers again.
+/// Reservations are leases: a process killed while holding some gives them back
+/// `RedisOptions::lease` after its last renewal, through the sweep that every ledger runs.
 ///
 /// **Example**
 /// ```
@@ -141,16 +145,31 @@ public:
   /// Open as far as this process knows: closed here, or seen closed in a reply.
   bool is_open(handle_type h) const noexcept { return h->open_.load(std::memory_order_acquire); }
 
+  /// Moves `amount` from remaining to used, unless remaining cannot cover it; `unavailable`
+  /// when the server cannot be reached (under `FailOpenWithAllowance`, `ok` while this process's
+  /// allowance lasts, and charged when the server is back).
   LedgerStatus debit(handle_type h, const Amount& amount) noexcept {
     if (auto refused = refusal(amount))
       return *refused;
-    return seen(h, accounts_.debit(h->id_, traits::to_raw(amount)));
+    const std::int64_t raw = traits::to_raw(amount);
+    const LedgerStatus s = reached(accounts_.debit(h->id_, raw));
+    if (s == LedgerStatus::unavailable && take_allowance(raw)) {
+      accounts_.defer_charge(h->id_, raw);
+      return LedgerStatus::ok;
+    }
+    return seen(h, s);
   }
 
+  /// Moves `amount` from remaining to reserved, as `debit` does. A reservation granted from the
+  /// fail-open allowance holds nothing on the server: its settlement charges remaining there.
   LedgerStatus reserve(handle_type h, const Amount& amount) noexcept {
     if (auto refused = refusal(amount))
       return *refused;
-    return seen(h, accounts_.reserve(h->id_, traits::to_raw(amount)));
+    const std::int64_t raw = traits::to_raw(amount);
+    const LedgerStatus s = reached(accounts_.reserve(h->id_, raw));
+    if (s == LedgerStatus::unavailable && take_allowance(raw))
+      return LedgerStatus::ok;
+    return seen(h, s);
   }
 
   /// As `InMemoryLedger::settle`. When the server cannot be reached, the settlement is kept and
@@ -241,6 +260,15 @@ public:
   }
   /// Requests sent while the server could not be reached and not resolved yet.
   std::size_t in_doubt() const noexcept { return accounts_.in_doubt(); }
+  /// What was charged while the server was away (commits sent later, fail-open spending) and
+  /// the accounts could not pay when the server had it: the overshoot beyond the budgets, at
+  /// most processes × the fail-open allowance plus the commits' overages.
+  Amount overshoot() const noexcept { return traits::from_raw(accounts_.overshoot()); }
+  /// What is left of this process's fail-open allowance for the current outage (zero under
+  /// `FailClosed`).
+  Amount allowance_left() const noexcept {
+    return traits::from_raw(allowance_left_.load(std::memory_order_relaxed));
+  }
   /// Compare-and-sets and closes answered `unavailable` (their callers threw
   /// `LedgerUnavailable`) that turned out to have run: each changed one account's remaining
   /// without its coordinator knowing. Zero unless the server went away mid-request.
@@ -280,6 +308,38 @@ private:
     return std::nullopt;
   }
 
+  // The fail-open allowance in raw units (0 under FailClosed).
+  static std::int64_t allowance_of(const RedisOptions& o) {
+    const auto* open = std::get_if<FailOpenWithAllowance>(&o.when_unreachable);
+    if (!open)
+      return 0;
+    if (open->amount < Decimal(0))
+      throw InvalidArgument("safeguards: a fail-open allowance cannot be negative");
+    if constexpr (std::same_as<Amount, Decimal>)
+      return open->amount.raw();
+    else
+      return open->amount.raw() / Decimal(1).raw(); // whole units of an integer amount
+  }
+
+  // Spends `raw` from this process's allowance for the outage, if it lasts.
+  bool take_allowance(std::int64_t raw) noexcept {
+    std::int64_t left = allowance_left_.load(std::memory_order_relaxed);
+    while (left >= raw && raw > 0)
+      if (allowance_left_.compare_exchange_weak(left, left - raw, std::memory_order_relaxed)) {
+        outage_.store(true, std::memory_order_relaxed);
+        return true;
+      }
+    return false;
+  }
+
+  // A reply from the server ends an outage: the allowance is whole again for the next one.
+  LedgerStatus reached(LedgerStatus s) noexcept {
+    if (s != LedgerStatus::unavailable && outage_.load(std::memory_order_relaxed) &&
+        outage_.exchange(false, std::memory_order_relaxed))
+      allowance_left_.store(allowance_, std::memory_order_relaxed);
+    return s;
+  }
+
   static LedgerStatus seen(handle_type h, LedgerStatus s) noexcept {
     if (s == LedgerStatus::closed)
       h->open_.store(false, std::memory_order_release);
@@ -313,6 +373,9 @@ private:
   }
 
   mutable detail::RedisAccounts accounts_;
+  std::int64_t allowance_ = allowance_of(accounts_.options());
+  std::atomic<std::int64_t> allowance_left_{allowance_};
+  std::atomic<bool> outage_{false};
   std::mutex open_mutex_;
   std::deque<Account> accounts_of_process_; // stable addresses: handles point into it
   std::mutex stop_mutex_;

@@ -3,10 +3,28 @@
 #pragma once
 
 #include <chrono>
+#include <safeguards/decimal.hpp>
 #include <string>
+#include <variant>
 
 namespace safeguards {
 inline namespace v1 {
+
+/// When Redis cannot be reached, refuse every consume and reserve (`ledger_unavailable`):
+/// nothing is spent that the server has not approved. The default, and the choice when a budget
+/// is a hard limit.
+struct FailClosed {};
+
+/// When Redis cannot be reached, let each process spend up to `amount` on its own (per outage),
+/// charged to the accounts when the server is back. For runtimes where an outage must not stop
+/// the agents, and a bounded overshoot is acceptable: at most processes × `amount` beyond the
+/// budgets (what the accounts cannot pay when it is charged is counted in
+/// `RedisLedger::overshoot()`). `amount` is in the ledger's amount units.
+struct FailOpenWithAllowance {
+  Decimal amount;
+};
+
+using WhenUnreachable = std::variant<FailClosed, FailOpenWithAllowance>;
 
 /// How a `RedisLedger` reaches Redis. Several deployments can share one server: each uses its
 /// own `key_prefix`, and an ACL user limited to `key_prefix:*` keeps one from touching another's
@@ -33,6 +51,9 @@ struct RedisOptions {
   /// the ledger's own. Off: the application calls `RedisLedger::maintain()` itself, more often
   /// than a third of the lease.
   bool background = true;
+  /// What consumes do while the server cannot be reached: `FailClosed{}` or
+  /// `FailOpenWithAllowance{amount}`.
+  WhenUnreachable when_unreachable = FailClosed{};
 };
 
 } // namespace v1

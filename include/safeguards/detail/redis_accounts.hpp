@@ -269,6 +269,7 @@ struct RedisSession {
   std::array<std::optional<RedisScript>, redis_op_count> scripts;
   std::string client_key; // empty until the server gave this connection a number
   std::uint64_t seq = 0;
+  bool maybe_sent = false; // the current request may have reached the server
 };
 
 struct RawBalance {
@@ -511,6 +512,24 @@ public:
     }
   }
 
+  /// Charges `amount` that was spent without the server's approval (a fail-open allowance):
+  /// kept and sent as soon as the server can be reached, once; remaining pays what it can, the
+  /// rest is counted in `overshoot`.
+  [[gnu::noinline]] void defer_charge(std::uint64_t id, std::int64_t amount) noexcept {
+    try {
+      Request r;
+      r.op = RedisOp::settle;
+      r.key = account_key(id);
+      r.args = {"0", number(amount)};
+      r.session = std::make_unique<RedisSession>(options_);
+      set_aside(std::move(r), Resolution::resend);
+    } catch (...) { // out of memory: the charge is lost (the allowance bounds it)
+    }
+  }
+  /// Raw units charged while the server was away (settlements sent later, fail-open spending)
+  /// that the accounts' remaining could not pay when the server had them.
+  std::int64_t overshoot() const noexcept { return overshoot_.load(std::memory_order_relaxed); }
+
   /// How many requests are in doubt now.
   std::size_t in_doubt() const noexcept {
     std::lock_guard lock(mutex_);
@@ -601,7 +620,9 @@ private:
   }
 
   [[gnu::noinline]] void set_aside(Request&& r, Resolution resolution) noexcept {
-    if (!r.session || resolution == Resolution::forget) {
+    // A request that never left is in doubt only when it must still be sent (what gives back).
+    const bool never_sent = r.seq.empty() && resolution != Resolution::resend;
+    if (!r.session || resolution == Resolution::forget || never_sent) {
       give_back(std::move(r.session));
       return;
     }
@@ -665,8 +686,11 @@ private:
   // Whether the server has `item` now: it ran (or had run), or refused it for good.
   bool resent(RedisSession& s, const InDoubt& item) {
     bool refused = false;
-    if (send(s, item.op, item.key, item.seq, item.args, &refused))
+    if (const auto reply = send(s, item.op, item.key, item.seq, item.args, &refused)) {
+      if (item.op == RedisOp::settle && reply->size() == 4 && (*reply)[3] > 0)
+        overshoot_.fetch_add((*reply)[3], std::memory_order_relaxed);
       return true;
+    }
     if (refused)
       refused_in_doubt_.fetch_add(1, std::memory_order_relaxed);
     return refused;
@@ -707,10 +731,13 @@ private:
     r.args = std::move(args);
     Lease lease(*this);
     RedisSession& s = *lease;
+    s.maybe_sent = false;
     if (!s.client_key.empty() || number_client(s)) {
       r.seq = std::to_string(++s.seq);
       r.reply = send(s, op, key, r.seq, r.args);
     }
+    if (!r.reply && !s.maybe_sent)
+      r.seq.clear(); // it never left: nothing can have run
     if (!r.reply)
       r.session = lease.keep(); // numbered or not (then `seq` is empty: nothing was sent)
     return r;
@@ -727,6 +754,8 @@ private:
       argv.emplace_back(a);
     for (int attempt = 0; attempt < 2; ++attempt) {
       auto reply = s.script(op).run(s.connection, {key, s.client_key}, argv);
+      if (s.connection.last_command_sent())
+        s.maybe_sent = true;
       if (!reply || is_transient_error(**reply))
         continue; // safe to send again: a reply lost, or a "not now"
       const redisReply& r = **reply;
@@ -775,6 +804,7 @@ private:
   std::atomic<bool> has_doubt_{false};
   std::atomic<std::uint64_t> applied_after_unavailable_{0};
   std::atomic<std::uint64_t> refused_in_doubt_{0};
+  std::atomic<std::int64_t> overshoot_{0};
   std::string holder_;
 };
 

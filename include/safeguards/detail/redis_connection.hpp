@@ -36,8 +36,8 @@ inline bool is_transient_error(const redisReply& r) noexcept {
   if (!is_error(r))
     return false;
   const std::string_view t = text_of(r);
-  for (std::string_view code : {"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "OOM",
-                                "CLUSTERDOWN"})
+  for (std::string_view code :
+       {"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "OOM", "CLUSTERDOWN"})
     if (t.starts_with(code))
       return true;
   return false;
@@ -61,15 +61,22 @@ public:
   /// server could not be reached or the connection broke: then it is dropped, and the next
   /// command connects again.
   std::optional<RedisReply> command(const std::vector<std::string_view>& argv) noexcept {
+    sent_ = false;
     try {
-      if (!context_ && !connect())
+      if (!context_ && !connect()) {
+        sent_ = false; // an AUTH may have gone out, the command did not
         return std::nullopt;
+      }
       return send(argv);
     } catch (...) { // out of memory building the request: nothing was sent
       error_ = "out of memory";
       return std::nullopt;
     }
   }
+
+  /// Whether the last command may have reached the server: false when it failed before a byte
+  /// of it was written (no connection could be made).
+  bool last_command_sent() const noexcept { return sent_; }
 
   /// Whether a connection is open now (it may still have broken since its last reply).
   bool connected() const noexcept { return context_ != nullptr; }
@@ -92,6 +99,7 @@ private:
       parts.push_back(a.data());
       lengths.push_back(a.size());
     }
+    sent_ = true;
     auto* raw = static_cast<redisReply*>(
         redisCommandArgv(context_, static_cast<int>(parts.size()), parts.data(), lengths.data()));
     if (!raw) {
@@ -133,6 +141,7 @@ private:
   RedisOptions options_;
   redisContext* context_ = nullptr;
   std::string error_;
+  bool sent_ = false;
 };
 
 // A Lua script run with EVALSHA: loaded on first use, and loaded again when the server answers
