@@ -175,7 +175,8 @@ TEST_CASE("Redis accounts: a request sent again with its number is applied once"
   const auto id = id_of(accounts.open(100));
   REQUIRE(id);
   // What a retry after a lost reply sends: the same script, client and request number.
-  detail::RedisSession session(options_for(server));
+  std::atomic<std::uint64_t> round_trips{0};
+  detail::RedisSession session(options_for(server), round_trips);
   const std::string key = accounts.account_key(*id);
   auto& debit = *session.scripts[static_cast<std::size_t>(detail::RedisOp::debit)];
   for (int attempt = 0; attempt < 3; ++attempt) {

@@ -79,6 +79,26 @@ TEST_CASE("Redis ledger: a coordinator's management calls", "[redis]") {
   CHECK(coord.ledger().in_doubt() == 0);
 }
 
+TEST_CASE("Redis ledger: a consume is one round trip, a reservation and its commit two",
+          "[redis]") {
+  RedisServer server;
+  RedisOptions o = options_for(server);
+  o.background = false; // no upkeep commands in the count
+  RedisCoordinator coord(o);
+  const AgentId agent = coord.create_agent({.name = "a", .initial_budget = 10_d});
+  REQUIRE(coord.try_consume(agent, 1_d)); // the scripts are loaded on first use
+  auto r = coord.reserve(agent, 1_d);
+  std::ignore = r.commit(1_d);
+  const std::uint64_t before = coord.ledger().round_trips();
+  REQUIRE(coord.try_consume(agent, 1_d));
+  CHECK(coord.ledger().round_trips() - before == 1);
+  auto call = coord.reserve(agent, 2_d);
+  CHECK(call.commit(1.5_d).charged == 1.5_d);
+  CHECK(coord.ledger().round_trips() - before == 3);
+  CHECK(coord.try_consume(agent, 100_d).status() == ConsumeStatus::insufficient);
+  CHECK(coord.ledger().round_trips() - before == 4);
+}
+
 TEST_CASE("Redis ledger: two coordinators share an agent by its name", "[redis]") {
   RedisServer server;
   RedisCoordinator first(options_for(server));

@@ -264,6 +264,8 @@ public:
   /// the accounts could not pay when the server had it: the overshoot beyond the budgets, at
   /// most processes × the fail-open allowance plus the commits' overages.
   Amount overshoot() const noexcept { return traits::from_raw(accounts_.overshoot()); }
+  /// Commands this ledger has sent to Redis (each a round trip), upkeep included.
+  std::uint64_t round_trips() const noexcept { return accounts_.round_trips(); }
   /// What is left of this process's fail-open allowance for the current outage (zero under
   /// `FailClosed`).
   Amount allowance_left() const noexcept {

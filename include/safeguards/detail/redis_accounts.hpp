@@ -251,7 +251,8 @@ return '9'
 
 // One connection, its scripts and its requests' numbering.
 struct RedisSession {
-  explicit RedisSession(const RedisOptions& options) : connection(options) {
+  RedisSession(const RedisOptions& options, std::atomic<std::uint64_t>& round_trips)
+      : connection(options, &round_trips) {
     for (std::size_t i = 0; i < redis_op_count; ++i) {
       std::string source;
       if (i < redis_account_ops) {
@@ -521,10 +522,14 @@ public:
       r.op = RedisOp::settle;
       r.key = account_key(id);
       r.args = {"0", number(amount)};
-      r.session = std::make_unique<RedisSession>(options_);
+      r.session = std::make_unique<RedisSession>(options_, round_trips_);
       set_aside(std::move(r), Resolution::resend);
     } catch (...) { // out of memory: the charge is lost (the allowance bounds it)
     }
+  }
+  /// Commands sent to the server so far, by every connection of this object: its round trips.
+  std::uint64_t round_trips() const noexcept {
+    return round_trips_.load(std::memory_order_relaxed);
   }
   /// Raw units charged while the server was away (settlements sent later, fail-open spending)
   /// that the accounts' remaining could not pay when the server had them.
@@ -584,7 +589,7 @@ private:
         }
       }
       if (!session_)
-        session_ = std::make_unique<RedisSession>(owner_.options_);
+        session_ = std::make_unique<RedisSession>(owner_.options_, owner_.round_trips_);
     }
     ~Lease() { owner_.give_back(std::move(session_)); }
     Lease(const Lease&) = delete;
@@ -805,6 +810,7 @@ private:
   std::atomic<std::uint64_t> applied_after_unavailable_{0};
   std::atomic<std::uint64_t> refused_in_doubt_{0};
   std::atomic<std::int64_t> overshoot_{0};
+  std::atomic<std::uint64_t> round_trips_{0};
   std::string holder_;
 };
 

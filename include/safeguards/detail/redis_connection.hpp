@@ -2,8 +2,10 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <hiredis/hiredis.h>
 #include <memory>
 #include <optional>
@@ -48,7 +50,9 @@ inline bool is_transient_error(const redisReply& r) noexcept {
 // recognise its retry (see `RedisLedger`).
 class RedisConnection {
 public:
-  explicit RedisConnection(RedisOptions options) : options_(std::move(options)) {}
+  /// `round_trips`, when given, counts every command sent (AUTH and SCRIPT LOAD included).
+  explicit RedisConnection(RedisOptions options, std::atomic<std::uint64_t>* round_trips = nullptr)
+      : options_(std::move(options)), round_trips_(round_trips) {}
   RedisConnection(const RedisConnection&) = delete;
   RedisConnection& operator=(const RedisConnection&) = delete;
   ~RedisConnection() { drop(); }
@@ -100,6 +104,8 @@ private:
       lengths.push_back(a.size());
     }
     sent_ = true;
+    if (round_trips_)
+      round_trips_->fetch_add(1, std::memory_order_relaxed);
     auto* raw = static_cast<redisReply*>(
         redisCommandArgv(context_, static_cast<int>(parts.size()), parts.data(), lengths.data()));
     if (!raw) {
@@ -142,6 +148,7 @@ private:
   redisContext* context_ = nullptr;
   std::string error_;
   bool sent_ = false;
+  std::atomic<std::uint64_t>* round_trips_;
 };
 
 // A Lua script run with EVALSHA: loaded on first use, and loaded again when the server answers
