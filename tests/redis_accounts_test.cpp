@@ -19,13 +19,6 @@ using test::RedisServer;
 
 namespace {
 
-RedisOptions options_for(const RedisServer& server, std::string prefix = "t") {
-  RedisOptions o;
-  o.port = server.port();
-  o.key_prefix = std::move(prefix);
-  return o;
-}
-
 std::optional<std::uint64_t> id_of(std::optional<detail::OpenedAccount> opened) {
   if (!opened)
     return std::nullopt;
@@ -42,7 +35,7 @@ RawBalance balance_of(RedisAccounts& accounts, std::uint64_t id) {
 
 TEST_CASE("Redis accounts: each operation moves exactly its amounts, never below zero", "[redis]") {
   RedisServer server;
-  RedisAccounts accounts(options_for(server));
+  RedisAccounts accounts(server.options());
   const auto id = id_of(accounts.open(1'000));
   REQUIRE(id);
 
@@ -87,6 +80,12 @@ TEST_CASE("Redis accounts: each operation moves exactly its amounts, never below
     CHECK(b.remaining == 1'000);
     CHECK(b.used == 0);
     CHECK(b.charges == 1);
+    // Forgiving more than was used forgives what was used, never below zero.
+    CHECK(accounts.debit(*id, 100) == LedgerStatus::ok);
+    auto capped = accounts.settle(*id, 0, -5'000);
+    CHECK(capped.charged == -100);
+    CHECK(balance_of(accounts, *id).used == 0);
+    CHECK(balance_of(accounts, *id).remaining == 1'000);
   }
   SECTION("release, credit, compare-and-set") {
     CHECK(accounts.reserve(*id, 700) == LedgerStatus::ok);
@@ -125,7 +124,7 @@ TEST_CASE("Redis accounts: each operation moves exactly its amounts, never below
 
 TEST_CASE("Redis accounts: amounts up to 2^53 - 1 raw units stay exact", "[redis]") {
   RedisServer server;
-  RedisAccounts accounts(options_for(server));
+  RedisAccounts accounts(server.options());
   const std::int64_t big = detail::redis_max_raw - 7;
   const auto id = id_of(accounts.open(big));
   REQUIRE(id);
@@ -141,7 +140,7 @@ TEST_CASE("Redis accounts: amounts up to 2^53 - 1 raw units stay exact", "[redis
 
 TEST_CASE("Redis accounts: threads spending one account spend exactly its budget", "[redis]") {
   RedisServer server;
-  RedisAccounts accounts(options_for(server));
+  RedisAccounts accounts(server.options());
   constexpr std::int64_t budget = 2'000;
   const auto id = id_of(accounts.open(budget));
   REQUIRE(id);
@@ -171,12 +170,12 @@ TEST_CASE("Redis accounts: threads spending one account spend exactly its budget
 
 TEST_CASE("Redis accounts: a request sent again with its number is applied once", "[redis]") {
   RedisServer server;
-  RedisAccounts accounts(options_for(server));
+  RedisAccounts accounts(server.options());
   const auto id = id_of(accounts.open(100));
   REQUIRE(id);
   // What a retry after a lost reply sends: the same script, client and request number.
   std::atomic<std::uint64_t> round_trips{0};
-  detail::RedisSession session(options_for(server), round_trips);
+  detail::RedisSession session(server.options(), round_trips);
   const std::string key = accounts.account_key(*id);
   auto& debit = *session.scripts[static_cast<std::size_t>(detail::RedisOp::debit)];
   for (int attempt = 0; attempt < 3; ++attempt) {
@@ -190,6 +189,12 @@ TEST_CASE("Redis accounts: a request sent again with its number is applied once"
   auto next = debit.run(session.connection, {key, "t:client:test"}, {"8", "1", "1000", "t", "40"});
   REQUIRE(next);
   CHECK(balance_of(accounts, *id).remaining == 20);
+  // A stale copy of request 7 (held in a stalled server's buffers while its client moved on)
+  // arrives last: answered 9, not run.
+  auto stale = debit.run(session.connection, {key, "t:client:test"}, {"7", "1", "1000", "t", "40"});
+  REQUIRE(stale);
+  CHECK((*stale)->element[0]->integer == 9);
+  CHECK(balance_of(accounts, *id).remaining == 20);
 }
 
 TEST_CASE("Redis accounts: passwords, and ACL users confined to their prefix", "[redis]") {
@@ -198,13 +203,13 @@ TEST_CASE("Redis accounts: passwords, and ACL users confined to their prefix", "
   secured.users = {"user app on >apppw ~app:* +@all"};
   RedisServer server(secured);
   SECTION("the default user needs the password") {
-    RedisAccounts anonymous(options_for(server));
+    RedisAccounts anonymous(server.options());
     CHECK_FALSE(anonymous.open(10));
-    RedisOptions wrong = options_for(server);
+    RedisOptions wrong = server.options();
     wrong.password = "guess";
     RedisAccounts guessing(wrong);
     CHECK_FALSE(guessing.open(10));
-    RedisOptions right = options_for(server);
+    RedisOptions right = server.options();
     right.password = "s3cret";
     RedisAccounts admin(right);
     const auto id = id_of(admin.open(10));
@@ -212,7 +217,7 @@ TEST_CASE("Redis accounts: passwords, and ACL users confined to their prefix", "
     CHECK(admin.debit(*id, 4) == LedgerStatus::ok);
   }
   SECTION("an ACL user works under its prefix and nowhere else") {
-    RedisOptions own = options_for(server, "app");
+    RedisOptions own = server.options("app");
     own.user = "app";
     own.password = "apppw";
     RedisAccounts app(own);
@@ -235,7 +240,7 @@ TEST_CASE("Redis accounts: unavailable while the server is down, exact after it 
   RedisServer server(durable);
   // A killed server refuses connections at once: the timeout only bounds a hung one, and is
   // generous so that a loaded machine (CI under a sanitizer) is not mistaken for a dead server.
-  RedisOptions o = options_for(server);
+  RedisOptions o = server.options();
   o.timeout = std::chrono::seconds(5);
   RedisAccounts accounts(o);
   const auto id = id_of(accounts.open(1'000));

@@ -28,16 +28,6 @@ namespace {
 using RedisCoordinator =
     BasicBudgetCoordinator<Decimal, FixedAllocation, std::chrono::system_clock, RedisLedger>;
 
-RedisOptions options_for(const RedisServer& server, std::string prefix = "t") {
-  RedisOptions o;
-  o.port = server.port();
-  o.key_prefix = std::move(prefix);
-  // A killed server refuses connections at once: the timeout only bounds a hung one, and is
-  // generous so that a loaded machine (CI under a sanitizer) is not mistaken for a dead server.
-  o.timeout = std::chrono::seconds(5);
-  return o;
-}
-
 // Runs `child` in a forked process, which exits with its return value; the parent goes on.
 template <class F>
 pid_t fork_child(F child) {
@@ -75,7 +65,7 @@ TEST_CASE("Redis ledger: processes and threads sharing an agent spend exactly it
     REQUIRE(::pipe(fds) == 0);
     children.push_back(fork_child([&, fds] {
       ::close(fds[0]);
-      RedisCoordinator coord(options_for(server));
+      RedisCoordinator coord(server.options());
       const AgentId agent = coord.create_agent({.name = "shared", .initial_budget = budget});
       std::atomic<std::int64_t> granted{0}; // micro-units
       std::atomic<int> failures{0};
@@ -138,7 +128,7 @@ TEST_CASE("Redis ledger: a client killed with reservations gives them back when 
   REQUIRE(::pipe(fds) == 0);
   const pid_t child = fork_child([&]() -> int {
     ::close(fds[0]);
-    RedisOptions o = options_for(server);
+    RedisOptions o = server.options();
     // The lease the child renews while it lives: long when the test ends it by hand.
     o.lease = real_lease ? std::chrono::milliseconds(300) : std::chrono::minutes(10);
     RedisCoordinator coord(o);
@@ -161,7 +151,7 @@ TEST_CASE("Redis ledger: a client killed with reservations gives them back when 
   ::kill(child, SIGKILL);
   (void)wait_for(child);
 
-  RedisOptions o = options_for(server);
+  RedisOptions o = server.options();
   o.background = false; // this test sweeps by hand
   RedisLedger sweeper(o);
   if (real_lease) {
@@ -188,7 +178,7 @@ TEST_CASE("Redis ledger: no acknowledged spend lost when the server is killed un
   RedisServer::Options durable;
   durable.append_only = true;
   RedisServer server(durable);
-  RedisOptions o = options_for(server);
+  RedisOptions o = server.options();
   RedisCoordinator coord(o);
   const AgentId agent = coord.create_agent({.name = "busy", .initial_budget = 1'000'000_d});
   std::atomic<bool> stop{false};

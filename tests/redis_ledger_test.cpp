@@ -29,16 +29,6 @@ namespace {
 using RedisCoordinator =
     BasicBudgetCoordinator<Decimal, FixedAllocation, std::chrono::system_clock, RedisLedger>;
 
-RedisOptions options_for(const RedisServer& server, std::string prefix = "t") {
-  RedisOptions o;
-  o.port = server.port();
-  o.key_prefix = std::move(prefix);
-  // A killed server refuses connections at once: the timeout only bounds a hung one, and is
-  // generous so that a loaded machine (CI under a sanitizer) is not mistaken for a dead server.
-  o.timeout = std::chrono::seconds(5);
-  return o;
-}
-
 } // namespace
 
 TEST_CASE("Redis ledger: the reference model of the coordinator holds over Redis",
@@ -52,7 +42,7 @@ TEST_CASE("Redis ledger: the reference model of the coordinator holds over Redis
     for (auto& b : bytes)
       b = static_cast<std::uint8_t>(bytes_rng());
     // A prefix per run: names would otherwise attach to the previous run's accounts.
-    RedisOptions o = options_for(server, "model" + std::to_string(n));
+    RedisOptions o = server.options("model" + std::to_string(n));
     const std::string error = safeguards_test::BasicOperationSequence<RedisLedger>(o).run(bytes);
     INFO("seed " << seed);
     REQUIRE(error == "");
@@ -61,7 +51,7 @@ TEST_CASE("Redis ledger: the reference model of the coordinator holds over Redis
 
 TEST_CASE("Redis ledger: a coordinator's management calls", "[redis]") {
   RedisServer server;
-  RedisCoordinator coord(options_for(server));
+  RedisCoordinator coord(server.options());
   const PoolId pool = coord.create_pool({.name = "team", .initial_budget = 100_d});
   const AgentId a = coord.create_agent({.name = "a", .initial_budget = 40_d, .pool = pool});
   const AgentId b = coord.create_agent({.name = "b", .initial_budget = 20_d, .pool = pool});
@@ -82,7 +72,7 @@ TEST_CASE("Redis ledger: a coordinator's management calls", "[redis]") {
 TEST_CASE("Redis ledger: a consume is one round trip, a reservation and its commit two",
           "[redis]") {
   RedisServer server;
-  RedisOptions o = options_for(server);
+  RedisOptions o = server.options();
   o.background = false; // no upkeep commands in the count
   RedisCoordinator coord(o);
   const AgentId agent = coord.create_agent({.name = "a", .initial_budget = 10_d});
@@ -101,8 +91,8 @@ TEST_CASE("Redis ledger: a consume is one round trip, a reservation and its comm
 
 TEST_CASE("Redis ledger: two coordinators share an agent by its name", "[redis]") {
   RedisServer server;
-  RedisCoordinator first(options_for(server));
-  RedisCoordinator second(options_for(server));
+  RedisCoordinator first(server.options());
+  RedisCoordinator second(server.options());
   const AgentId a1 = first.create_agent({.name = "shared", .initial_budget = 10_d});
   const AgentId a2 = second.create_agent({.name = "shared", .initial_budget = 10_d});
   REQUIRE(first.try_consume(a1, 4_d));
@@ -119,7 +109,7 @@ TEST_CASE("Redis ledger: two coordinators share an agent by its name", "[redis]"
 
 TEST_CASE("Redis ledger: a process whose reservations were swept settles what is left", "[redis]") {
   RedisServer server;
-  RedisOptions o = options_for(server);
+  RedisOptions o = server.options();
   o.background = false;
   RedisCoordinator coord(o);
   const AgentId agent = coord.create_agent({.name = "slow", .initial_budget = 50_d});
@@ -142,7 +132,7 @@ TEST_CASE("Redis ledger: fail closed while the server is down, nothing lost when
   RedisServer::Options durable;
   durable.append_only = true;
   RedisServer server(durable);
-  RedisOptions o = options_for(server);
+  RedisOptions o = server.options();
   o.background = false; // the test decides when requests in doubt are resent
   RedisCoordinator coord(o);
   const PoolId pool = coord.create_pool({.name = "p", .initial_budget = 100_d});
@@ -188,7 +178,7 @@ TEST_CASE("Redis ledger: fail open spends a bounded allowance while the server i
   RedisServer::Options durable;
   durable.append_only = true;
   RedisServer server(durable);
-  RedisOptions o = options_for(server);
+  RedisOptions o = server.options();
   o.background = false;
   o.when_unreachable = FailOpenWithAllowance{3_d};
   // Two processes' coordinators (each its own ledger, allowance and connections).
@@ -225,6 +215,28 @@ TEST_CASE("Redis ledger: fail open spends a bounded allowance while the server i
   CHECK(first.ledger().allowance_left() == 3_d);
 }
 
+TEST_CASE("Redis ledger: a reservation granted by the allowance takes no other's hold", "[redis]") {
+  RedisServer::Options durable;
+  durable.append_only = true;
+  RedisServer server(durable);
+  RedisOptions o = server.options();
+  o.background = false;
+  o.when_unreachable = FailOpenWithAllowance{5_d};
+  RedisCoordinator coord(o);
+  const AgentId agent = coord.create_agent({.name = "a", .initial_budget = 10_d});
+  auto backed = coord.reserve(agent, 2_d); // held on the server
+  server.kill();
+  auto granted = coord.reserve(agent, 1_d); // from the allowance: held nowhere
+  server.restart();
+  granted.release();
+  CHECK(server.hget("t:account:1", "reserved") == "2000000"); // the backed hold is whole
+  const auto c = backed.commit(2_d);
+  CHECK(c.charged == 2_d);
+  CHECK(c.overspent == 0_d);
+  CHECK(server.hget("t:account:1", "reserved") == "0");
+  CHECK(server.hget("t:account:1", "remaining") == "8000000");
+}
+
 TEST_CASE("Redis ledger: fail closed is the default, and a negative allowance is refused",
           "[redis]") {
   RedisOptions o;
@@ -236,7 +248,7 @@ TEST_CASE("Redis ledger: fail closed is the default, and a negative allowance is
 
 TEST_CASE("Redis ledger: a reply lost in a stalled server is applied once or undone", "[redis]") {
   RedisServer server;
-  RedisOptions o = options_for(server);
+  RedisOptions o = server.options();
   o.background = false;
   o.timeout = std::chrono::milliseconds(200);
   RedisCoordinator coord(o);
@@ -255,4 +267,14 @@ TEST_CASE("Redis ledger: a reply lost in a stalled server is applied once or und
   CHECK(server.hget("t:account:1", "used") == "4000000");
   CHECK(server.hget("t:account:1", "reserved") == "0");
   CHECK(coord.check_invariants().empty());
+
+  // A removal whose close is stalled throws; once the server runs it (or the fence stops it), a
+  // second removal closes the account and the pool gets the 96 back either way.
+  const PoolId pool = coord.agent_pool(agent);
+  server.command({"CLIENT", "PAUSE", "1500", "WRITE"});
+  CHECK_THROWS_AS(coord.remove_agent(agent), LedgerUnavailable);
+  CHECK(eventually([&] { return coord.ledger().flush(); }));
+  coord.remove_agent(agent);
+  CHECK(coord.pool_metrics(pool).unallocated_budget == 96_d);
+  CHECK(server.hget("t:account:1", "closed") == "1");
 }

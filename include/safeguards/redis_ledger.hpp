@@ -3,6 +3,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <concepts>
@@ -72,6 +73,8 @@ public:
     std::uint64_t id_ = 0;
     bool attached_ = false;
     std::atomic<bool> open_{true};
+    // Raw units reserved from the fail-open allowance: held by no `held:H` on the server.
+    std::atomic<std::int64_t> unbacked_{0};
     mutable std::mutex last_mutex_;
     detail::RawBalance last_; // the last balance read, for when the server cannot be reached
   };
@@ -167,8 +170,10 @@ public:
       return *refused;
     const std::int64_t raw = traits::to_raw(amount);
     const LedgerStatus s = reached(accounts_.reserve(h->id_, raw));
-    if (s == LedgerStatus::unavailable && take_allowance(raw))
+    if (s == LedgerStatus::unavailable && take_allowance(raw)) {
+      h->unbacked_.fetch_add(raw, std::memory_order_relaxed);
       return LedgerStatus::ok;
+    }
     return seen(h, s);
   }
 
@@ -176,9 +181,19 @@ public:
   /// sent when it can be; the hold pays what it can and the overage is reported uncovered (only
   /// the server knows whether remaining could have paid it).
   Settlement<Amount> settle(handle_type h, const Amount& held, const Amount& actual) noexcept {
-    const auto s = accounts_.settle(h->id_, traits::to_raw(held), traits::to_raw(actual));
+    // The part of the hold the allowance granted is not on the server: remaining pays it there.
+    const std::int64_t raw_held = traits::to_raw(held);
+    const std::int64_t backed = raw_held - take_unbacked(h, raw_held);
+    const std::int64_t raw_actual = traits::to_raw(actual);
+    auto s = accounts_.settle(h->id_, backed, raw_actual);
+    if (s.pending) { // as the whole hold will answer (remaining pays the unbacked part there)
+      s.charged = std::min(raw_actual, raw_held);
+      s.uncovered = raw_actual - s.charged;
+    }
     if (s.account_closed)
       h->open_.store(false, std::memory_order_release);
+    else if (backed != raw_held) // as the whole hold would have answered
+      s.refunded = raw_held - std::min(raw_actual, raw_held);
     return {traits::from_raw(s.charged), traits::from_raw(s.refunded),
             traits::from_raw(s.uncovered), s.account_closed};
   }
@@ -186,7 +201,11 @@ public:
   /// As `InMemoryLedger::release`; a release that cannot be sent now is kept and sent later
   /// (true).
   bool release(handle_type h, const Amount& held) noexcept {
-    const bool back = accounts_.release(h->id_, traits::to_raw(held));
+    const std::int64_t raw_held = traits::to_raw(held);
+    const std::int64_t backed = raw_held - take_unbacked(h, raw_held);
+    if (backed == 0)
+      return is_open(h); // granted by the allowance: nothing to give back on the server
+    const bool back = accounts_.release(h->id_, backed);
     if (!back)
       h->open_.store(false, std::memory_order_release);
     return back;
@@ -227,7 +246,12 @@ public:
   /// The account's numbers read from the server now, or nothing when it cannot be reached: what
   /// a coordinator's management calls start from (they throw `LedgerUnavailable` rather than
   /// work from old numbers).
+  ///
+  /// Requests of this ledger still in doubt are resolved first: a balance read before a kept
+  /// settlement lands would be one that settlement is about to change.
   std::optional<LedgerBalance<Amount>> fresh_balance(handle_type h) const noexcept {
+    if (!accounts_.flush(true))
+      return std::nullopt;
     const auto b = accounts_.balance(h->id_);
     if (!b)
       return std::nullopt;
@@ -323,6 +347,19 @@ private:
       return open->amount.raw() / Decimal(1).raw(); // whole units of an integer amount
   }
 
+  // Takes up to `held` from the account's allowance-granted holds: what of `held` they cover.
+  // (Which reservation was granted by the allowance does not matter: the server's holds and
+  // these add up to what this process's reservations hold.)
+  static std::int64_t take_unbacked(handle_type h, std::int64_t held) noexcept {
+    std::int64_t u = h->unbacked_.load(std::memory_order_relaxed);
+    while (u > 0) {
+      const std::int64_t take = std::min(u, held);
+      if (h->unbacked_.compare_exchange_weak(u, u - take, std::memory_order_relaxed))
+        return take;
+    }
+    return 0;
+  }
+
   // Spends `raw` from this process's allowance for the outage, if it lasts.
   bool take_allowance(std::int64_t raw) noexcept {
     std::int64_t left = allowance_left_.load(std::memory_order_relaxed);
@@ -364,7 +401,7 @@ private:
   }
 
   void maintain_until_stopped() noexcept {
-    const auto period = options().lease / 3;
+    const auto period = std::max(options().lease / 3, std::chrono::milliseconds(1));
     std::unique_lock lock(stop_mutex_);
     while (!stopping_) {
       lock.unlock();

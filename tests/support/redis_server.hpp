@@ -14,6 +14,7 @@
 #include <fstream>
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
+#include <safeguards/redis_options.hpp>
 #include <stdexcept>
 #include <string>
 #include <sys/socket.h>
@@ -103,6 +104,17 @@ public:
     if (!answered)
       throw std::runtime_error("redis test server: no reply");
     return text;
+  }
+
+  /// Options that reach this server, keys under `prefix`. A killed server refuses connections
+  /// at once: the timeout only bounds a hung one, and is generous so that a loaded machine (CI
+  /// under a sanitizer) is not mistaken for a dead server.
+  RedisOptions options(std::string prefix = "t") const {
+    RedisOptions o;
+    o.port = port_;
+    o.key_prefix = std::move(prefix);
+    o.timeout = std::chrono::seconds(5);
+    return o;
   }
 
   /// One field of a hash ("" when there is none).

@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -58,11 +59,15 @@ local function done(reply)
   return reply
 end
 local seen = redis.call('HMGET', KEYS[2], 'seq', 'reply')
-if seen[1] == ARGV[1] then
+local last, this = tonumber(seen[1] or '0'), tonumber(ARGV[1])
+if last == this then
   local reply = {}
   for v in string.gmatch(seen[2], '[^,]+') do reply[#reply + 1] = tonumber(v) end
   return reply
 end
+-- An older request of this client: a copy that was on its way (in a stalled server's buffers)
+-- after its client moved on. It was answered or fenced already: it must never run.
+if last > this then return {9} end
 local holder, prefix = ARGV[2], ARGV[4]
 )lua";
 
@@ -148,6 +153,7 @@ return done({0})
     R"lua(
 local held, actual = tonumber(ARGV[5]), tonumber(ARGV[6])
 if not remaining then return done({2, 0, held, math.max(actual, 0)}) end
+if actual < 0 then actual = math.max(actual, -used) end -- never forgive more than was used
 local avail = take_hold(held)
 local from_hold = math.min(actual, avail)
 local extra = 0
@@ -243,6 +249,7 @@ return 1
     R"lua(
 local seen = redis.call('HMGET', KEYS[1], 'seq', 'reply')
 if seen[1] == ARGV[1] then return seen[2] end
+if tonumber(seen[1] or '0') > tonumber(ARGV[1]) then return '9' end
 redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'reply', '9')
 redis.call('PEXPIRE', KEYS[1], 604800000)
 return '9'
@@ -310,8 +317,10 @@ struct OpenedAccount {
 // - what takes money (debit, reserve) was answered `unavailable`, so the caller did not make its
 //   call: if the server had run it after all, it is undone (a reservation released, a debit
 //   given back), so that nothing stays taken for a call that was never made;
-// - a compare-and-set or a close found to have run after all is only counted
-//   (`applied_after_unavailable`): its caller threw `LedgerUnavailable`.
+// - a compare-and-set or a close found to have run after all is counted
+//   (`applied_after_unavailable`): its caller threw `LedgerUnavailable`. The next close of that
+//   account answers what the one that ran swept, so that a retried `remove_agent` returns it
+//   to the pool.
 class RedisAccounts {
 public:
   explicit RedisAccounts(RedisOptions options)
@@ -359,8 +368,8 @@ public:
       if (r.reply && r.reply->size() == 4)
         return {(*r.reply)[1], (*r.reply)[2], (*r.reply)[3], (*r.reply)[0] == 2, false};
       const std::int64_t charged = std::min(actual, held);
-      // Sent again with the same number: if the first one ran, its own answer stands.
-      r.args = {number(held), number(charged)};
+      // Sent again, whole, with the same number: if the first one ran, its own answer stands;
+      // an overage remaining cannot pay then is counted in `overshoot`.
       set_aside(std::move(r), Resolution::resend);
       return {charged, held - charged, actual - charged, false, true};
     } catch (...) {
@@ -414,12 +423,21 @@ public:
   /// The swept balance, `closed` (already closed or no such account), or `unavailable`.
   [[gnu::noinline]] std::pair<LedgerStatus, std::int64_t> close(std::uint64_t id) noexcept {
     try {
+      (void)flush(true); // a close of ours in doubt is resolved first (see `swept_unseen_`)
       auto r = run(RedisOp::close, account_key(id), {});
       if (!r.reply || r.reply->empty()) {
         set_aside(std::move(r), Resolution::count);
         return {LedgerStatus::unavailable, 0};
       }
       const LedgerStatus s = status_of(*r.reply);
+      if (s == LedgerStatus::closed) { // closed by a request of ours answered `unavailable`?
+        std::lock_guard lock(mutex_);
+        if (const auto it = swept_unseen_.find(r.key); it != swept_unseen_.end()) {
+          const std::int64_t swept = it->second;
+          swept_unseen_.erase(it);
+          return {LedgerStatus::ok, swept};
+        }
+      }
       return {s, s == LedgerStatus::ok && r.reply->size() == 2 ? (*r.reply)[1] : 0};
     } catch (...) {
       return {LedgerStatus::unavailable, 0};
@@ -458,7 +476,7 @@ public:
   /// Keeps this object's reservations alive for another lease (see `RedisOptions::lease`).
   [[gnu::noinline]] bool renew() noexcept {
     try {
-      const std::string& holder = holder_id();
+      const std::string holder = holder_id();
       if (holder.empty())
         return false;
       Lease lease(*this);
@@ -488,10 +506,12 @@ public:
   }
 
   /// Resolves the requests in doubt (see the class comment), oldest first; true when none is
-  /// left. Another thread already resolving them makes this return false at once.
-  [[gnu::noinline]] bool flush() noexcept {
-    std::unique_lock flushing(flush_mutex_, std::try_to_lock);
-    if (!flushing)
+  /// left. Another thread already resolving them makes this return false at once, unless `wait`.
+  [[gnu::noinline]] bool flush(bool wait = false) noexcept {
+    std::unique_lock flushing(flush_mutex_, std::defer_lock);
+    if (wait)
+      flushing.lock();
+    else if (!flushing.try_lock())
       return false;
     for (;;) {
       InDoubt item;
@@ -506,7 +526,10 @@ public:
       }
       if (!resolve(item)) {
         std::lock_guard lock(mutex_);
-        in_doubt_.push_front(std::move(item));
+        try {
+          in_doubt_.push_front(std::move(item));
+        } catch (...) { // out of memory: nothing more can be done for it
+        }
         return false;
       }
       give_back(std::move(item.session));
@@ -522,8 +545,7 @@ public:
       r.op = RedisOp::settle;
       r.key = account_key(id);
       r.args = {"0", number(amount)};
-      r.session = std::make_unique<RedisSession>(options_, round_trips_);
-      set_aside(std::move(r), Resolution::resend);
+      set_aside(std::move(r), Resolution::resend); // a connection is taken when it is sent
     } catch (...) { // out of memory: the charge is lost (the allowance bounds it)
     }
   }
@@ -580,17 +602,7 @@ private:
   // request in doubt.
   class Lease {
   public:
-    explicit Lease(RedisAccounts& owner) : owner_(owner) {
-      {
-        std::lock_guard lock(owner_.mutex_);
-        if (!owner_.idle_.empty()) {
-          session_ = std::move(owner_.idle_.back());
-          owner_.idle_.pop_back();
-        }
-      }
-      if (!session_)
-        session_ = std::make_unique<RedisSession>(owner_.options_, owner_.round_trips_);
-    }
+    explicit Lease(RedisAccounts& owner) : owner_(owner), session_(owner.take_session()) {}
     ~Lease() { owner_.give_back(std::move(session_)); }
     Lease(const Lease&) = delete;
     Lease& operator=(const Lease&) = delete;
@@ -603,12 +615,29 @@ private:
     std::unique_ptr<RedisSession> session_;
   };
 
+  // An idle connection, or a new one.
+  std::unique_ptr<RedisSession> take_session() {
+    {
+      std::lock_guard lock(mutex_);
+      if (!idle_.empty()) {
+        auto session = std::move(idle_.back());
+        idle_.pop_back();
+        return session;
+      }
+    }
+    return std::make_unique<RedisSession>(options_, round_trips_);
+  }
+
+  // Kept for the next request, up to `max_idle`: a burst of threads leaves no more connections
+  // open than that.
+  static constexpr std::size_t max_idle = 64;
   void give_back(std::unique_ptr<RedisSession> session) noexcept {
     if (!session)
       return;
     std::lock_guard lock(mutex_);
     try {
-      idle_.push_back(std::move(session));
+      if (idle_.size() < max_idle)
+        idle_.push_back(std::move(session));
     } catch (...) { // out of memory: the connection is closed instead of kept
     }
   }
@@ -627,7 +656,8 @@ private:
   [[gnu::noinline]] void set_aside(Request&& r, Resolution resolution) noexcept {
     // A request that never left is in doubt only when it must still be sent (what gives back).
     const bool never_sent = r.seq.empty() && resolution != Resolution::resend;
-    if (!r.session || resolution == Resolution::forget || never_sent) {
+    if ((!r.session && resolution != Resolution::resend) || resolution == Resolution::forget ||
+        never_sent) {
       give_back(std::move(r.session));
       return;
     }
@@ -645,6 +675,8 @@ private:
   // One step towards resolving `item`: true when it is resolved.
   [[gnu::noinline]] bool resolve(InDoubt& item) noexcept {
     try {
+      if (!item.session)
+        item.session = take_session();
       RedisSession& s = *item.session;
       if (item.resolution == Resolution::resend) {
         if (s.client_key.empty() && !number_client(s))
@@ -669,6 +701,14 @@ private:
         return true; // it did not run (and never will), or ran and refused: nothing was taken
       if (item.resolution == Resolution::count) {
         applied_after_unavailable_.fetch_add(1, std::memory_order_relaxed);
+        if (item.op == RedisOp::close) { // the next close of it answers what this one swept
+          const std::string_view ran = text_of(r); // "0,<swept>"
+          std::int64_t swept = 0;
+          if (const auto comma = ran.find(','); comma != std::string_view::npos)
+            std::from_chars(ran.data() + comma + 1, ran.data() + ran.size(), swept);
+          std::lock_guard lock(mutex_);
+          swept_unseen_[item.key] += swept;
+        }
         return true;
       }
       // It took money for a call that was never made: give it back, as a request of its own.
@@ -753,7 +793,7 @@ private:
   [[gnu::noinline]] std::optional<std::vector<std::int64_t>>
   send(RedisSession& s, RedisOp op, const std::string& key, const std::string& seq,
        const std::vector<std::string>& args, bool* refused = nullptr) {
-    const std::string& holder = holder_id();
+    const std::string holder = holder_id();
     std::vector<std::string_view> argv{seq, holder, lease_ms_, options_.key_prefix};
     for (const auto& a : args)
       argv.emplace_back(a);
@@ -791,7 +831,7 @@ private:
   }
 
   // Set once, by the first connection numbered, before any script that reads it is sent.
-  const std::string& holder_id() const noexcept {
+  std::string holder_id() const {
     std::lock_guard lock(mutex_);
     return holder_;
   }
@@ -806,6 +846,7 @@ private:
   std::mutex flush_mutex_;
   std::vector<std::unique_ptr<RedisSession>> idle_;
   std::deque<InDoubt> in_doubt_;
+  std::map<std::string, std::int64_t> swept_unseen_; // closes that ran after `unavailable`
   std::atomic<bool> has_doubt_{false};
   std::atomic<std::uint64_t> applied_after_unavailable_{0};
   std::atomic<std::uint64_t> refused_in_doubt_{0};
